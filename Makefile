@@ -1,0 +1,40 @@
+# edgeocr: `make serve` and `make test` set everything up themselves (venv, deps, models).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+MODELS := layers/model/build/model/.verified
+PORT ?= 8000
+
+.PHONY: setup serve test lint eval bench clean
+
+setup: $(STAMP) $(MODELS)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+$(MODELS): layers/model/manifest.json layers/model/build.py
+	$(PYTHON) layers/model/build.py layers/model/build/model
+	touch $@
+
+serve: setup
+	PORT=$(PORT) $(VENV)/bin/edgeocr serve
+
+lint: setup
+	$(VENV)/bin/ruff check functions scripts tests layers
+
+test: setup lint
+	$(VENV)/bin/pytest -q
+
+eval: setup
+	$(PY) scripts/eval.py $(EVAL_ARGS)
+
+bench: setup
+	$(PY) scripts/bench.py $(BENCH_ARGS)
+
+clean:
+	rm -rf $(VENV) layers/model/build .pytest_cache .ruff_cache

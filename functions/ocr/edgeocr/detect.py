@@ -1,0 +1,100 @@
+"""DB (differentiable binarisation) text detection: image → text boxes with scores.
+
+Input size policy: the longer side is scaled down to ``max_side`` (never up). The common
+"shorter side ≥ 736" policy blows small images up and makes tall receipts enormous; on the
+SROIE receipts max-side 960 is as accurate at two thirds of the CPU time (DESIGN §3).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from .geometry import min_area_box, order_clockwise, unclip
+
+_MIN_SIDE = 3
+_MAX_CANDIDATES = 1000
+
+
+@dataclass(frozen=True)
+class Detection:
+    box: np.ndarray  # (4, 2) float32, image coordinates, ordered clockwise from top-left
+    score: float
+
+
+class TextDetector:
+    def __init__(
+        self,
+        session,
+        *,
+        max_side: int = 960,
+        thresh: float = 0.3,
+        box_thresh: float = 0.5,
+        unclip_ratio: float = 1.6,
+    ) -> None:
+        self.session = session
+        self.input_name = session.get_inputs()[0].name
+        self.max_side = max_side
+        self.thresh = thresh
+        self.box_thresh = box_thresh
+        self.unclip_ratio = unclip_ratio
+        self._kernel = np.ones((2, 2), np.uint8)
+
+    def input_size(self, height: int, width: int) -> tuple[int, int]:
+        """Network input (height, width): longer side ≤ max_side, both multiples of 32."""
+        scale = min(1.0, self.max_side / max(height, width))
+        return (
+            max(32, int(round(height * scale / 32)) * 32),
+            max(32, int(round(width * scale / 32)) * 32),
+        )
+
+    def __call__(self, img: np.ndarray) -> list[Detection]:
+        h, w = img.shape[:2]
+        in_h, in_w = self.input_size(h, w)
+        resized = cv2.resize(img, (in_w, in_h), interpolation=cv2.INTER_LINEAR)
+        x = resized.astype(np.float32)
+        x *= 2.0 / 255.0
+        x -= 1.0
+        x = x.transpose(2, 0, 1)[None]
+        prob = self.session.run(None, {self.input_name: x})[0][0, 0]
+        return self.postprocess(prob, h, w)
+
+    def postprocess(self, prob: np.ndarray, height: int, width: int) -> list[Detection]:
+        """Probability map → boxes in the coordinates of a ``width`` x ``height`` image."""
+        mask = cv2.dilate((prob > self.thresh).astype(np.uint8), self._kernel)
+        contours, _ = cv2.findContours(mask, cv2.RETR_LIST, cv2.CHAIN_APPROX_SIMPLE)
+        ph, pw = prob.shape
+        sx, sy = width / pw, height / ph
+        out: list[Detection] = []
+        for contour in contours[:_MAX_CANDIDATES]:
+            box, short = min_area_box(contour)
+            if short < _MIN_SIDE:
+                continue
+            score = _mean_inside(prob, box)
+            if score < self.box_thresh:
+                continue
+            box, short = unclip(box, self.unclip_ratio)
+            if short < _MIN_SIDE + 2:
+                continue
+            box = box * np.array([sx, sy], dtype=np.float32)
+            box[:, 0] = np.clip(np.round(box[:, 0]), 0, width)
+            box[:, 1] = np.clip(np.round(box[:, 1]), 0, height)
+            box = order_clockwise(box)
+            if np.linalg.norm(box[0] - box[1]) <= 3 or np.linalg.norm(box[0] - box[3]) <= 3:
+                continue
+            out.append(Detection(box, score))
+        return out
+
+
+def _mean_inside(prob: np.ndarray, box: np.ndarray) -> float:
+    """Mean probability inside ``box`` (DB's "fast" box score)."""
+    h, w = prob.shape
+    x0 = int(np.clip(np.floor(box[:, 0].min()), 0, w - 1))
+    x1 = int(np.clip(np.ceil(box[:, 0].max()), 0, w - 1))
+    y0 = int(np.clip(np.floor(box[:, 1].min()), 0, h - 1))
+    y1 = int(np.clip(np.ceil(box[:, 1].max()), 0, h - 1))
+    mask = np.zeros((y1 - y0 + 1, x1 - x0 + 1), dtype=np.uint8)
+    cv2.fillPoly(mask, [(box - np.array([x0, y0], dtype=np.float32)).astype(np.int32)], 1)
+    return float(cv2.mean(prob[y0 : y1 + 1, x0 : x1 + 1], mask)[0])

@@ -1,0 +1,28 @@
+"""Errors about the caller's input. They carry a stable machine code and a human message;
+the HTTP layer maps each class to a status, the engine knows nothing about HTTP."""
+
+from __future__ import annotations
+
+
+class InputError(ValueError):
+    """The input cannot be OCR'd; ``code`` is stable and documented in the API."""
+
+    code = "bad_input"
+
+    def __init__(self, message: str, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code:
+            self.code = code
+
+
+class UnreadableImage(InputError):
+    code = "unreadable_image"
+
+
+class UnsupportedFormat(InputError):
+    code = "unsupported_format"
+
+
+class TooLarge(InputError):
+    code = "too_large"

@@ -1,0 +1,82 @@
+"""Quadrilateral geometry on top of OpenCV: box ordering, DB unclip, line crops, rotations.
+
+Boxes are float32 arrays of shape (4, 2), points clockwise from the top-left of the text.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+
+def order_clockwise(pts: np.ndarray) -> np.ndarray:
+    """Order 4 points top-left, top-right, bottom-right, bottom-left (image axes)."""
+    pts = np.asarray(pts, dtype=np.float32).reshape(4, 2)
+    by_x = pts[np.argsort(pts[:, 0], kind="stable")]
+    left = by_x[:2][np.argsort(by_x[:2, 1], kind="stable")]
+    right = by_x[2:][np.argsort(by_x[2:, 1], kind="stable")]
+    return np.array([left[0], right[0], right[1], left[1]], dtype=np.float32)
+
+
+def min_area_box(points: np.ndarray) -> tuple[np.ndarray, float]:
+    """The minimum-area rectangle around ``points``, ordered, and its short side."""
+    rect = cv2.minAreaRect(np.asarray(points, dtype=np.float32).reshape(-1, 1, 2))
+    return order_clockwise(cv2.boxPoints(rect)), float(min(rect[1]))
+
+
+def unclip(box: np.ndarray, ratio: float) -> tuple[np.ndarray, float]:
+    """DB's unclip for a rectangle: offset every side by area * ratio / perimeter.
+
+    DB shrinks text regions by exactly this distance during training. For a rectangle the
+    rounded polygon offset (pyclipper in the reference code) has as its minimum-area
+    rectangle the rectangle grown by the distance on each side, so OpenCV alone suffices.
+    """
+    (cx, cy), (w, h), angle = cv2.minAreaRect(box.reshape(-1, 1, 2).astype(np.float32))
+    if w <= 0 or h <= 0:
+        return box, 0.0
+    distance = w * h * ratio / (2.0 * (w + h))
+    grown = ((cx, cy), (w + 2 * distance, h + 2 * distance), angle)
+    return order_clockwise(cv2.boxPoints(grown)), float(min(w, h) + 2 * distance)
+
+
+def box_size(box: np.ndarray) -> tuple[float, float]:
+    """Width (along the top edge) and height (along the left edge) of an ordered box."""
+    w = max(np.linalg.norm(box[0] - box[1]), np.linalg.norm(box[3] - box[2]))
+    h = max(np.linalg.norm(box[0] - box[3]), np.linalg.norm(box[1] - box[2]))
+    return float(w), float(h)
+
+
+def crop_quad(img: np.ndarray, box: np.ndarray) -> np.ndarray:
+    """Rectify the quadrilateral ``box`` (text reading left to right along its top edge)."""
+    w, h = box_size(box)
+    w, h = max(int(round(w)), 1), max(int(round(h)), 1)
+    dst = np.array([[0, 0], [w, 0], [w, h], [0, h]], dtype=np.float32)
+    m = cv2.getPerspectiveTransform(box.astype(np.float32), dst)
+    return cv2.warpPerspective(
+        img, m, (w, h), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE
+    )
+
+
+def rotate_image(img: np.ndarray, quarter_turns: int) -> np.ndarray:
+    """Rotate clockwise by 90° × ``quarter_turns``."""
+    k = quarter_turns % 4
+    if k == 0:
+        return img
+    code = (cv2.ROTATE_90_CLOCKWISE, cv2.ROTATE_180, cv2.ROTATE_90_COUNTERCLOCKWISE)[k - 1]
+    return cv2.rotate(img, code)
+
+
+def rotate_points(pts: np.ndarray, quarter_turns: int, width: int, height: int) -> np.ndarray:
+    """Map points of a ``width`` x ``height`` image into the image rotated clockwise by
+    90° × ``quarter_turns`` (pixel-edge coordinates, so boxes stay inside the image)."""
+    k = quarter_turns % 4
+    x, y = pts[..., 0], pts[..., 1]
+    if k == 0:
+        out = np.stack([x, y], axis=-1)
+    elif k == 1:
+        out = np.stack([height - y, x], axis=-1)
+    elif k == 2:
+        out = np.stack([width - x, height - y], axis=-1)
+    else:
+        out = np.stack([y, width - x], axis=-1)
+    return out.astype(np.float32)

@@ -1,0 +1,78 @@
+"""All configuration, read once from the environment, with safe defaults.
+
+One module so that every knob is visible in one place and the pipeline id can be derived
+from exactly the settings that change results.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+_LOCAL_MODEL_DIR = Path(__file__).resolve().parents[3] / "layers" / "model" / "build" / "model"
+_LAMBDA_MODEL_DIR = Path("/opt/model")
+
+
+def _default_model_dir() -> Path:
+    return _LAMBDA_MODEL_DIR if _LAMBDA_MODEL_DIR.is_dir() else _LOCAL_MODEL_DIR
+
+
+def _int(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    try:
+        return int(raw) if raw else default
+    except ValueError as exc:
+        raise ValueError(f"{name} must be an integer, got {raw!r}") from exc
+
+
+def _str(name: str, default: str | None = None) -> str | None:
+    raw = os.environ.get(name, "").strip()
+    return raw or default
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """Settings that change OCR output; all of them feed the pipeline id."""
+
+    det_max_side: int = 960
+    det_thresh: float = 0.3
+    det_box_thresh: float = 0.5
+    det_unclip_ratio: float = 1.6
+    cls_thresh: float = 0.9
+    text_score: float = 0.5
+    max_line_ratio: int = 40
+
+    def fingerprint(self) -> dict[str, float | int]:
+        return dict(sorted(self.__dict__.items()))
+
+
+@dataclass(frozen=True)
+class Settings:
+    model_dir: Path = field(default_factory=_default_model_dir)
+    threads: int = 0  # 0 = ONNX Runtime's default (one per physical core)
+    max_bytes: int = 10 * 1024 * 1024
+    max_pixels: int = 40_000_000
+    hash_secret: str | None = None
+    results_bucket: str | None = None
+    cdn_base_url: str | None = None
+    results_dir: Path | None = None
+    cors_origins: tuple[str, ...] = ()
+    engine: EngineSettings = field(default_factory=EngineSettings)
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        model_dir = _str("OCR_MODEL_DIR")
+        results_dir = _str("OCR_RESULTS_DIR")
+        origins = _str("OCR_CORS_ORIGINS", "") or ""
+        return cls(
+            model_dir=Path(model_dir) if model_dir else _default_model_dir(),
+            threads=_int("OCR_THREADS", 0),
+            max_bytes=_int("OCR_MAX_BYTES", cls.max_bytes),
+            max_pixels=_int("OCR_MAX_PIXELS", cls.max_pixels),
+            hash_secret=_str("OCR_HASH_SECRET"),
+            results_bucket=_str("RESULTS_BUCKET"),
+            cdn_base_url=(_str("CDN_BASE_URL") or "").rstrip("/") or None,
+            results_dir=Path(results_dir) if results_dir else None,
+            cors_origins=tuple(o.strip() for o in origins.split(",") if o.strip()),
+        )
