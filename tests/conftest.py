@@ -1,0 +1,33 @@
+"""Shared fixtures: the eval data beside the checkout, and one engine per test session."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+EVAL_DIR = (ROOT / ".." / "shared" / "eval").resolve()
+sys.path.insert(0, str(ROOT / "scripts"))  # scoring helpers shared with scripts/eval.py
+
+
+@pytest.fixture(scope="session")
+def eval_dir() -> Path:
+    if not (EVAL_DIR / "manifest.jsonl").is_file():
+        pytest.fail(f"eval data not found at {EVAL_DIR}")
+    return EVAL_DIR
+
+
+@pytest.fixture(scope="session")
+def manifest(eval_dir: Path) -> dict[str, dict]:
+    items = [json.loads(line) for line in (eval_dir / "manifest.jsonl").read_text().splitlines()]
+    return {item["id"]: item for item in items}
+
+
+@pytest.fixture(scope="session")
+def engine():
+    from edgeocr.engine import Engine
+
+    return Engine()
