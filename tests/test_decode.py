@@ -56,7 +56,8 @@ def test_exif_rotated_real_image(eval_dir):
     data = (eval_dir / "images/peer_rapidocr_lines/img_exif_orientation.jpg").read_bytes()
     with Image.open(io.BytesIO(data)) as im:
         tag = im.getexif().get(0x0112)
-    raw = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+    flags = cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION
+    raw = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
     out = decode(data, **LIMITS)
     assert tag == 3
     assert np.array_equal(out.pixels, cv2.rotate(raw, cv2.ROTATE_180))
@@ -75,7 +76,7 @@ def test_transparency_is_flattened_for_contrast(ink, background):
 def test_sixteen_bit_png_keeps_its_contrast():
     gray = np.zeros((20, 30), np.uint16)
     gray[:, 15:] = 65535
-    ok, buf = cv2.imencode(".png", gray)
+    _ok, buf = cv2.imencode(".png", gray)
     out = decode(buf.tobytes(), **LIMITS).pixels
     assert out.dtype == np.uint8 and out.shape == (20, 30, 3)
     assert out[0, 0].tolist() == [0, 0, 0] and out[0, 29].tolist() == [255, 255, 255]

@@ -35,7 +35,8 @@ def _ocr(args: argparse.Namespace) -> int:
         if args.json:
             _emit(args, {"file": name, **result})
         else:
-            print(f"== {name}" if len(args.files) > 1 else "", end="\n" if len(args.files) > 1 else "")
+            if len(args.files) > 1:
+                print(f"== {name}")
             print(result["text"])
     return 1 if failed else 0
 

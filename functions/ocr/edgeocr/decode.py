@@ -31,7 +31,9 @@ _MAGIC: tuple[tuple[bytes, str], ...] = (
     (b"II*\x00", "tiff"),
     (b"MM\x00*", "tiff"),
 )
-_PIL_FORMATS = {"jpeg": "JPEG", "png": "PNG", "gif": "GIF", "bmp": "BMP", "tiff": "TIFF", "webp": "WEBP"}
+_PIL_FORMATS = {
+    "jpeg": "JPEG", "png": "PNG", "gif": "GIF", "bmp": "BMP", "tiff": "TIFF", "webp": "WEBP",
+}
 SUPPORTED = tuple(sorted(_PIL_FORMATS))
 
 # EXIF orientation → the OpenCV operations that make the image upright.
@@ -76,7 +78,9 @@ def decode(data: bytes, *, max_bytes: int, max_pixels: int) -> DecodedImage:
     if not data:
         raise UnreadableImage("the image is empty", code="empty_body")
     if len(data) > max_bytes:
-        raise TooLarge(f"the image is {len(data)} bytes; the limit is {max_bytes}", code="too_many_bytes")
+        raise TooLarge(
+            f"the image is {len(data)} bytes; the limit is {max_bytes}", code="too_many_bytes"
+        )
     fmt = sniff_format(data)
     if fmt is None:
         raise UnsupportedFormat(f"not an image type we read; supported: {', '.join(SUPPORTED)}")
@@ -93,7 +97,7 @@ def decode(data: bytes, *, max_bytes: int, max_pixels: int) -> DecodedImage:
         pixels = _decode_with_pillow(data)  # GIF, and formats this OpenCV build lacks
     if pixels.shape[0] != height or pixels.shape[1] != width:
         raise UnreadableImage("the image data does not match its header", code="corrupt_image")
-    pixels = _orient(_to_bgr8(pixels), orientation)
+    pixels = _orient(to_bgr8(pixels), orientation)
     h, w = pixels.shape[:2]
     return DecodedImage(pixels, ImageInfo(width=w, height=h, format=fmt, bytes=len(data)))
 
@@ -126,7 +130,8 @@ def _decode_with_pillow(data: bytes) -> np.ndarray:
     return cv2.cvtColor(rgba, cv2.COLOR_RGBA2BGRA)
 
 
-def _to_bgr8(img: np.ndarray) -> np.ndarray:
+def to_bgr8(img: np.ndarray) -> np.ndarray:
+    """Any decoded array (gray, gray+alpha, BGR, BGRA; 8/16-bit or float) → 8-bit BGR."""
     if img.dtype == np.uint16:
         img = (img >> 8).astype(np.uint8)
     elif img.dtype != np.uint8:

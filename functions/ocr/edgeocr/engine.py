@@ -23,7 +23,7 @@ import numpy as np
 
 from .classify import LineClassifier
 from .ctc import load_charset
-from .decode import ImageInfo, decode
+from .decode import ImageInfo, decode, to_bgr8
 from .detect import TextDetector
 from .geometry import box_size, crop_quad, order_clockwise, rotate_image, rotate_points
 from .layout import group_rows, reading_order
@@ -70,7 +70,7 @@ class Engine:
         rec = create_session(self.models.path(REC_FILE), threads)
         charset = load_charset(rec.get_modelmeta().custom_metadata_map["character"])
         self.detector = TextDetector(
-            det, max_side=es.det_max_side, thresh=es.det_thresh,
+            det, max_side=es.det_max_side, max_upscale=es.det_max_upscale, thresh=es.det_thresh,
             box_thresh=es.det_box_thresh, unclip_ratio=es.det_unclip_ratio,
         )
         self.classifier = LineClassifier(cls)
@@ -90,7 +90,9 @@ class Engine:
     def ocr_image(
         self, img: np.ndarray, mode: Mode = "auto", info: ImageInfo | None = None
     ) -> OcrOutput:
-        """OCR an upright-by-EXIF BGR image; boxes are in its coordinates."""
+        """OCR an upright-by-EXIF image array (gray, BGR or BGRA, 8 or 16 bit); boxes are in
+        its coordinates."""
+        img = to_bgr8(img)
         h, w = img.shape[:2]
         info = info or ImageInfo(width=w, height=h, format="raw", bytes=int(img.nbytes))
         clock = _Clock()
@@ -131,7 +133,9 @@ class Engine:
                     boxes[i] = np.roll(boxes[i], 2, axis=0)  # the text's top-left is its BR
         clock.lap("recognize")
 
-        keep = [i for i, r in enumerate(results) if r.text.strip() and r.confidence >= es.text_score]
+        keep = [
+            i for i, r in enumerate(results) if r.text.strip() and r.confidence >= es.text_score
+        ]
         boxes = [boxes[i] for i in keep]
         results = [results[i] for i in keep]
         order = reading_order(boxes)

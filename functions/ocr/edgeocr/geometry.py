@@ -49,7 +49,7 @@ def box_size(box: np.ndarray) -> tuple[float, float]:
 def crop_quad(img: np.ndarray, box: np.ndarray) -> np.ndarray:
     """Rectify the quadrilateral ``box`` (text reading left to right along its top edge)."""
     w, h = box_size(box)
-    w, h = max(int(round(w)), 1), max(int(round(h)), 1)
+    w, h = max(round(w), 1), max(round(h), 1)
     dst = np.array([[0, 0], [w, 0], [w, h], [0, h]], dtype=np.float32)
     m = cv2.getPerspectiveTransform(box.astype(np.float32), dst)
     return cv2.warpPerspective(

@@ -8,6 +8,7 @@ lines are cut at the quietest column near evenly spaced points and the pieces re
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 
@@ -102,7 +103,7 @@ class TextRecognizer:
         cuts.append(width)
         quiet = ink < (ink.max() * 0.08 + 1e-6)
         out = []
-        for a, b in zip(cuts[:-1], cuts[1:], strict=True):
+        for a, b in itertools.pairwise(cuts):
             gap = _run_length(quiet, a) if a else 0
             out.append((line[:, a:b], gap >= HEIGHT * 0.3))
         return out
