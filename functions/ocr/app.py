@@ -1,0 +1,12 @@
+"""AWS Lambda entry point (SAM ``Handler: app.handler``): the FastAPI app behind Mangum.
+
+The app is built at import (cold start) without loading any model; the first cache miss
+loads the ONNX sessions, and later invocations of this execution environment reuse them.
+"""
+
+from mangum import Mangum
+
+from edgeocr.api import create_app
+
+app = create_app()
+handler = Mangum(app, lifespan="off")
