@@ -12,6 +12,8 @@ ROOT = Path(__file__).resolve().parents[1]
 EVAL_DIR = (ROOT / ".." / "shared" / "eval").resolve()
 sys.path.insert(0, str(ROOT / "scripts"))  # scoring helpers shared with scripts/eval.py
 
+from s3fixtures import moto_endpoint, s3_env  # noqa: E402,F401  (fixtures)
+
 
 @pytest.fixture(scope="session")
 def eval_dir() -> Path:

@@ -22,9 +22,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, ValidationError
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import __version__
+from .decode import decode
 from .errors import InputError, TooLarge, UnsupportedFormat
 from .keys import content_hash, pipeline_id, result_key
 from .models import ModelSet
@@ -141,6 +143,10 @@ def create_app(
     async def post_ocr(request: Request) -> Response:
         t0 = time.perf_counter()
         data = await _read_image(request, settings.max_bytes)
+        # hashing, storage and inference block: keep them off the event loop
+        return await run_in_threadpool(process, request, data, t0)
+
+    def process(request: Request, data: bytes, t0: float) -> Response:
         digest = content_hash(data, settings.hash_secret)
         key = result_key(pipeline, digest)
         timings: dict[str, float] = {}
@@ -159,14 +165,17 @@ def create_app(
         from .result import build_result
 
         t2 = time.perf_counter()
-        engine = holder.get()
-        timings["engine_load"] = _ms(t2)
+        decoded = decode(data, max_bytes=settings.max_bytes, max_pixels=settings.max_pixels)
+        timings["decode"] = _ms(t2)
+        t3 = time.perf_counter()
+        engine = holder.get()  # only now: bad input never pays for loading the models
+        timings["engine_load"] = _ms(t3)
         with ocr_lock:
-            output = engine.ocr(data)
+            output = engine.ocr_decoded(decoded)
         result = build_result(output, digest, pipeline)
         timings.update(output.timings_ms)
         body = json.dumps(result, ensure_ascii=False, separators=(",", ":")).encode()
-        t3 = time.perf_counter()
+        t4 = time.perf_counter()
         try:
             outcome = store.put_if_absent(key, body)
             obj: StoredObject | None = outcome.obj
@@ -175,7 +184,7 @@ def create_app(
         except StoreError as exc:
             log.error("store put failed, answering unstored: key=%s error=%s", key, exc)
             obj = None
-        timings["store_put"] = _ms(t3)
+        timings["store_put"] = _ms(t4)
         timings["total"] = _ms(t0)
         return answer(request, obj, result, cached=False, key=key, timings=timings)
 

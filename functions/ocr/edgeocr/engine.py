@@ -23,7 +23,7 @@ import numpy as np
 
 from .classify import LineClassifier
 from .ctc import load_charset
-from .decode import ImageInfo, decode, to_bgr8
+from .decode import DecodedImage, ImageInfo, decode, to_bgr8
 from .detect import TextDetector
 from .geometry import box_size, crop_quad, order_clockwise, rotate_image, rotate_points
 from .layout import group_rows, reading_order
@@ -77,15 +77,19 @@ class Engine:
         self.recognizer = TextRecognizer(rec, charset, max_ratio=es.max_line_ratio)
 
     def ocr(self, data: bytes, mode: Mode = "auto") -> OcrOutput:
+        """Validate, decode and OCR encoded image bytes."""
         t0 = time.perf_counter()
         decoded = decode(data, max_bytes=self.settings.max_bytes,
                          max_pixels=self.settings.max_pixels)
-        out = self.ocr_image(decoded.pixels, mode=mode, info=decoded.info)
-        out.timings_ms = {"decode": round((time.perf_counter() - t0) * 1000, 1),
-                          **out.timings_ms}
-        out.timings_ms["decode"] -= sum(v for k, v in out.timings_ms.items() if k != "decode")
-        out.timings_ms["decode"] = round(out.timings_ms["decode"], 1)
+        decode_ms = round((time.perf_counter() - t0) * 1000, 1)
+        out = self.ocr_decoded(decoded, mode=mode)
+        out.timings_ms = {"decode": decode_ms, **out.timings_ms}
         return out
+
+    def ocr_decoded(self, decoded: DecodedImage, mode: Mode = "auto") -> OcrOutput:
+        """OCR an image the caller already validated and decoded (so that bad input is
+        refused before the models are even loaded)."""
+        return self.ocr_image(decoded.pixels, mode=mode, info=decoded.info)
 
     def ocr_image(
         self, img: np.ndarray, mode: Mode = "auto", info: ImageInfo | None = None

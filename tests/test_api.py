@@ -1,0 +1,193 @@
+"""The HTTP API in-process (FastAPI TestClient), with the real engine and a real store."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+
+import pytest
+from fastapi.testclient import TestClient
+
+from edgeocr.api import create_app
+from edgeocr.keys import content_hash
+from edgeocr.settings import Settings
+from edgeocr.store import CACHE_CONTROL, LocalStore, StoreError
+from test_decode import png_header_only
+
+RECEIPT = "images/receipts_sroie/X51006329399.jpg"
+
+
+class CountingEngine:
+    """Delegates to the real engine and counts calls: proves when inference did not run."""
+
+    def __init__(self, engine) -> None:
+        self.engine, self.calls = engine, 0
+
+    def ocr_decoded(self, decoded, mode: str = "auto"):
+        self.calls += 1
+        return self.engine.ocr_decoded(decoded, mode=mode)
+
+
+@pytest.fixture
+def counting(engine):
+    return CountingEngine(engine)
+
+
+@pytest.fixture
+def client(tmp_path, counting):
+    app = create_app(Settings(results_dir=tmp_path), engine_factory=lambda: counting)
+    with TestClient(app) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def receipt(eval_dir) -> bytes:
+    return (eval_dir / RECEIPT).read_bytes()
+
+
+def test_raw_post_then_hit_without_inference(client, counting, receipt, tmp_path):
+    first = client.post("/ocr", content=receipt, headers={"Content-Type": "image/jpeg"})
+    assert first.status_code == 200
+    body = first.json()
+    digest = hashlib.sha256(receipt).hexdigest()
+    assert body["hash"] == digest and body["cached"] is False and body["stored"] is True
+    assert "TAX INVOICE" in body["text"]
+    assert first.headers["x-edgeocr-cache"] == "miss"
+    assert first.headers["etag"] == f'"{digest}"'
+    assert first.headers["location"] == body["result_url"]
+    key = f"results/{body['pipeline']}/{digest}.json"
+    assert body["result_url"].endswith(key)
+    stored = json.loads((tmp_path / key).read_bytes())
+    assert stored == {k: body[k] for k in stored}
+    assert set(stored) == {"schema", "hash", "pipeline", "models", "image", "text", "lines"}
+
+    second = client.post("/ocr", content=receipt, headers={"Content-Type": "image/jpeg"})
+    assert second.headers["x-edgeocr-cache"] == "hit" and second.json()["cached"] is True
+    assert second.json()["text"] == body["text"]
+    assert counting.calls == 1
+
+
+def test_three_body_forms_agree(client, counting, receipt):
+    raw = client.post("/ocr", content=receipt, headers={"Content-Type": "application/octet-stream"})
+    multipart = client.post("/ocr", files={"image": ("r.jpg", receipt, "image/jpeg")})
+    file_field = client.post("/ocr", files={"file": ("r.jpg", receipt, "image/jpeg")})
+    b64 = client.post("/ocr", json={"image_base64": base64.b64encode(receipt).decode()})
+    bodies = [r.json() for r in (raw, multipart, file_field, b64)]
+    assert all(r.status_code == 200 for r in (raw, multipart, file_field, b64))
+    assert len({b["hash"] for b in bodies}) == 1
+    assert len({b["text"] for b in bodies}) == 1
+    assert counting.calls == 1
+
+
+def test_get_by_hash_and_result_object(client, receipt):
+    posted = client.post("/ocr", content=receipt, headers={"Content-Type": "image/jpeg"}).json()
+    got = client.get(f"/ocr/{posted['hash']}")
+    assert got.status_code == 200 and got.json()["text"] == posted["text"]
+    path = posted["result_url"].removeprefix("http://testserver")
+    obj = client.get(path)
+    assert obj.status_code == 200
+    assert obj.headers["content-type"] == "application/json"
+    assert obj.headers["cache-control"] == CACHE_CONTROL
+    assert json.loads(obj.content)["hash"] == posted["hash"]
+    again = client.get(path, headers={"If-None-Match": obj.headers["etag"]})
+    assert again.status_code == 304
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "status", "code"),
+    [
+        ({"content": b"hello", "headers": {"Content-Type": "text/plain"}}, 415,
+         "unsupported_media_type"),
+        ({"content": b"%PDF-1.7", "headers": {"Content-Type": "image/png"}}, 415,
+         "unsupported_format"),
+        ({"content": b"", "headers": {"Content-Type": "image/png"}}, 400, "empty_body"),
+        ({"content": b"\x89PNG\r\n\x1a\n" + b"\0" * 64, "headers": {"Content-Type": "image/png"}},
+         400, "corrupt_image"),
+        ({"content": png_header_only(50_000, 50_000), "headers": {"Content-Type": "image/png"}},
+         413, "too_many_pixels"),
+        ({"json": {"image_base64": "not base64!"}}, 422, "bad_base64"),
+        ({"json": {"image": "x"}}, 422, "invalid_json"),
+        ({"content": b"{", "headers": {"Content-Type": "application/json"}}, 422, "invalid_json"),
+        ({"files": {"other": ("a.png", b"x", "image/png")}}, 422, "missing_field"),
+    ],
+)
+def test_bad_requests_get_json_4xx_and_store_nothing(client, tmp_path, counting, kwargs,
+                                                     status, code):
+    resp = client.post("/ocr", **kwargs)
+    assert resp.status_code == status, resp.text
+    assert resp.json()["error"]["code"] == code
+    assert resp.json()["error"]["message"]
+    assert not list(tmp_path.rglob("*.json"))
+    assert counting.calls == 0
+
+
+def test_too_many_bytes(tmp_path, counting, receipt):
+    app = create_app(Settings(results_dir=tmp_path, max_bytes=1000),
+                     engine_factory=lambda: counting)
+    with TestClient(app) as c:
+        for kwargs in ({"content": receipt, "headers": {"Content-Type": "image/jpeg"}},
+                       {"files": {"image": ("r.jpg", receipt, "image/jpeg")}},
+                       {"json": {"image_base64": base64.b64encode(receipt).decode()}}):
+            resp = c.post("/ocr", **kwargs)
+            assert resp.status_code == 413 and resp.json()["error"]["code"] == "too_many_bytes"
+    assert counting.calls == 0
+
+
+def test_unknown_and_malformed_hash(client):
+    assert client.get("/ocr/" + "0" * 64).status_code == 404
+    assert client.get("/ocr/" + "0" * 64).json()["error"]["code"] == "not_found"
+    assert client.get("/ocr/XYZ").status_code == 422
+    assert client.get("/results/0123456789abcdef/" + "0" * 64 + ".json").status_code == 404
+    assert client.get("/nope").json()["error"]["code"] == "not_found"
+
+
+def test_hit_path_never_builds_the_engine(tmp_path, engine, receipt):
+    """Seed the store through one app, then a fresh app whose engine cannot even be built
+    answers the same image: the hit path loads no model."""
+    seeded = create_app(Settings(results_dir=tmp_path), engine_factory=lambda: engine)
+    with TestClient(seeded) as c:
+        c.post("/ocr", content=receipt, headers={"Content-Type": "image/jpeg"})
+
+    def refuse():
+        raise AssertionError("the engine must not be built on a cache hit")
+
+    fresh = create_app(Settings(results_dir=tmp_path), engine_factory=refuse)
+    with TestClient(fresh) as c:
+        resp = c.post("/ocr", content=receipt, headers={"Content-Type": "image/jpeg"})
+        assert resp.status_code == 200 and resp.json()["cached"] is True
+        assert c.get("/healthz").json()["models_loaded"] is False
+
+
+def test_hmac_keys(tmp_path, counting, receipt):
+    app = create_app(Settings(results_dir=tmp_path, hash_secret="s3cret"),
+                     engine_factory=lambda: counting)
+    with TestClient(app) as c:
+        body = c.post("/ocr", content=receipt, headers={"Content-Type": "image/jpeg"}).json()
+        assert c.get("/healthz").json()["hmac"] is True
+    assert body["hash"] == content_hash(receipt, "s3cret")
+    assert body["hash"] != hashlib.sha256(receipt).hexdigest()
+    assert content_hash(receipt, "s3cret") == content_hash(receipt, "s3cret")
+    assert content_hash(receipt, "other") != body["hash"]
+
+
+class BrokenPutStore(LocalStore):
+    def put_if_absent(self, key, body):
+        raise StoreError("S3 is down")
+
+
+def test_store_failure_still_answers_the_result(tmp_path, counting, receipt):
+    app = create_app(Settings(), store=BrokenPutStore(tmp_path), engine_factory=lambda: counting)
+    with TestClient(app) as c:
+        resp = c.post("/ocr", content=receipt, headers={"Content-Type": "image/jpeg"})
+    body = resp.json()
+    assert resp.status_code == 200
+    assert body["stored"] is False and body["result_url"] is None
+    assert "TAX INVOICE" in body["text"]
+    assert "location" not in resp.headers
+
+
+def test_healthz_and_docs(client):
+    health = client.get("/healthz").json()
+    assert health["status"] == "ok" and len(health["pipeline"]) == 16
+    assert client.get("/openapi.json").json()["paths"]["/ocr"]["post"]

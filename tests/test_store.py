@@ -1,0 +1,96 @@
+"""The write-once stores: moto in-process, a moto server over real HTTP, and the local dir."""
+
+from __future__ import annotations
+
+import threading
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from edgeocr.store import CACHE_CONTROL, LocalStore, S3Store
+from s3fixtures import FAKE_CREDENTIALS
+
+KEY = "results/0123456789abcdef/" + "a" * 64 + ".json"
+
+
+def check_write_once(store, read_headers):
+    assert store.get(KEY) is None
+    first = store.put_if_absent(KEY, b'{"v": 1}')
+    assert first.created and first.obj.body == b'{"v": 1}'
+    second = store.put_if_absent(KEY, b'{"v": 2}')
+    assert not second.created
+    assert second.obj.body == b'{"v": 1}'  # the winner's object, not ours
+    got = store.get(KEY)
+    assert got.body == b'{"v": 1}'
+    headers = read_headers(KEY)
+    if headers is not None:
+        assert headers["ContentType"] == "application/json"
+        assert headers["CacheControl"] == CACHE_CONTROL
+
+
+def test_s3_store_in_process(monkeypatch):
+    for name, value in FAKE_CREDENTIALS.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_ENDPOINT_URL_S3", raising=False)
+    with mock_aws():
+        client = boto3.client("s3")
+        client.create_bucket(Bucket="edgeocr-results")
+        store = S3Store("edgeocr-results")
+        check_write_once(store, lambda k: client.head_object(Bucket="edgeocr-results", Key=k))
+
+
+def test_s3_store_over_http(s3_env):
+    store = S3Store(s3_env)  # endpoint from AWS_ENDPOINT_URL_S3, boto3's own variable
+    assert "127.0.0.1" in store.client.meta.endpoint_url
+    client = boto3.client("s3")
+    check_write_once(store, lambda k: client.head_object(Bucket=s3_env, Key=k))
+
+
+def test_s3_race_leaves_exactly_one_object(s3_env):
+    """16 writers race on one key through the moto server: one creates, all agree."""
+    store = S3Store(s3_env)
+    barrier = threading.Barrier(16)
+    outcomes = []
+
+    def write(i: int) -> None:
+        barrier.wait()
+        outcomes.append(store.put_if_absent(KEY, f'{{"writer": {i}}}'.encode()))
+
+    threads = [threading.Thread(target=write, args=(i,)) for i in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(o.created for o in outcomes) == 1
+    assert len({o.obj.body for o in outcomes}) == 1
+    listing = boto3.client("s3").list_objects_v2(Bucket=s3_env, Prefix="results/")
+    assert [o["Key"] for o in listing["Contents"]] == [KEY]
+
+
+def test_local_store(tmp_path):
+    check_write_once(LocalStore(tmp_path), lambda k: None)
+    assert not [p for p in tmp_path.rglob(".tmp-*")]  # no temp files left behind
+
+
+def test_local_store_race(tmp_path):
+    store = LocalStore(tmp_path)
+    barrier = threading.Barrier(16)
+    outcomes = []
+
+    def write(i: int) -> None:
+        barrier.wait()
+        outcomes.append(store.put_if_absent(KEY, f'{{"writer": {i}}}'.encode()))
+
+    threads = [threading.Thread(target=write, args=(i,)) for i in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(o.created for o in outcomes) == 1
+    assert len({o.obj.body for o in outcomes}) == 1
+
+
+def test_local_store_refuses_escaping_keys(tmp_path):
+    with pytest.raises(ValueError):
+        LocalStore(tmp_path).get("../../etc/passwd")
