@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 MODELS := layers/model/build/model/.verified
 PORT ?= 8000
 
-.PHONY: setup serve test lint eval bench clean
+.PHONY: setup serve test lint eval bench clean chromium
 
 setup: $(STAMP) $(MODELS)
 
@@ -27,8 +27,12 @@ serve: setup
 lint: setup
 	$(VENV)/bin/ruff check functions scripts tests layers
 
-test: setup lint
+test: setup lint chromium
 	$(VENV)/bin/pytest -q
+
+# Debian Chromium for the browser tests (tests/test_web.py); a no-op once installed.
+chromium:
+	bash scripts/ensure_chromium.sh
 
 eval: setup
 	$(PY) scripts/eval.py $(EVAL_ARGS)

@@ -17,7 +17,7 @@
   // What each API error code means to a person; the server's own message is shown beneath.
   const MESSAGES = {
     unsupported_format: "That file is not an image we can read. Try a JPEG, PNG, WebP, GIF, BMP or TIFF.",
-    unsupported_media_type: "The file was sent with a type the service does not accept. Try a JPEG or PNG.",
+    unsupported_media_type: "That file does not look like an image. Choose a JPEG, PNG, WebP, GIF, BMP or TIFF.",
     too_large: "The image is too large. Try a smaller or more compressed image.",
     too_many_bytes: "The file is too large to upload. Try a smaller or more compressed image.",
     too_many_pixels: "The image has too many pixels. Scale it down and try again.",
@@ -32,6 +32,8 @@
   let imageUrl = null;    // object URL of the shown image, revoked when replaced
   let downloadUrl = null; // object URL of the JSON download
   let healthz = null;     // promise of GET /healthz, fetched once
+
+  lookupAllowed(); // fetch /healthz now, so the first image does not wait for it
 
   // ---- choosing an image -------------------------------------------------------------------
 
@@ -375,7 +377,7 @@
     });
     container.addEventListener("mouseout", (e) => {
       const i = lineIndex(e);
-      if (i !== null) highlight(i, false);
+      if (i !== null && !isFocusedRow(i)) highlight(i, false); // focus keeps its highlight
     });
   }
   el.lines.addEventListener("focusin", (e) => {
@@ -384,9 +386,13 @@
   });
   el.lines.addEventListener("focusout", (e) => {
     const i = lineIndex(e);
-    // Keep the highlight while the pointer is still over this row.
-    if (i !== null && !e.target.matches(":hover")) highlight(i, false);
+    if (i !== null) highlight(i, false);
   });
+
+  function isFocusedRow(i) {
+    const active = document.activeElement;
+    return Boolean(active && el.lines.contains(active) && active.dataset.line === String(i));
+  }
 
   // Clicking a box moves focus to its line (and so scrolls it into view).
   el.overlay.addEventListener("click", (e) => {
