@@ -36,7 +36,7 @@ Mode = Literal["auto", "page", "line"]
 _SIDEWAYS_ASPECT = 1.5  # a box this much taller than wide is a vertical line
 _LINE_FILL = 0.5  # one row whose boxes cover this share of the height: the image is a line
 _SMALL_IMAGE = 200  # no detection on an image this short: still try reading it whole
-_TIE_LOW, _TIE_HIGH = 0.3, 0.7  # classifier votes in this band are settled by recognition
+_TIE_LOW = 0.3  # a classifier vote for 180° above this is checked by recognition
 _TIE_SAMPLE = 6
 
 
@@ -157,18 +157,19 @@ class Engine:
         return OcrOutput(info, lines, rotation=(turns % 4) * 90, timings_ms=clock.laps)
 
     def _page_flipped(self, crops: list[np.ndarray], p180: np.ndarray) -> bool:
-        """Is the page upside down? A length-weighted classifier vote, and recognition
-        confidence both ways when the vote is close."""
+        """Is the page upside down? A length-weighted classifier vote; whenever it does not
+        clearly say upright, recognition confidence on the widest lines read both ways
+        decides (the classifier alone misreads some binarised scans as 180°)."""
         if not crops:
             return False
         weights = np.array([c.shape[1] / max(c.shape[0], 1) for c in crops], dtype=np.float32)
         vote = float((weights * (p180 > 0.5)).sum() / weights.sum())
-        if _TIE_LOW <= vote <= _TIE_HIGH:
-            sample = [crops[i] for i in np.argsort(-weights)[:_TIE_SAMPLE]]
-            upright = _mean_conf(self.recognizer(sample))
-            flipped = _mean_conf(self.recognizer([rotate_image(c, 2) for c in sample]))
-            return flipped > upright
-        return vote > 0.5
+        if vote < _TIE_LOW:
+            return False
+        sample = [crops[i] for i in np.argsort(-weights)[:_TIE_SAMPLE]]
+        upright = _mean_conf(self.recognizer(sample))
+        flipped = _mean_conf(self.recognizer([rotate_image(c, 2) for c in sample]))
+        return flipped > upright
 
 
 class _Clock:
