@@ -246,7 +246,12 @@ async def _read_image(request: Request, max_bytes: int) -> bytes:
         data = await _read_capped(request, max_bytes)
     elif ctype == "multipart/form-data":
         _check_length(request, b64_limit)
-        form = await request.form(max_files=2, max_fields=10)
+        try:
+            form = await request.form(max_files=2, max_fields=10)
+        except StarletteHTTPException as exc:  # Starlette's 400 for unparseable multipart
+            raise ApiError(
+                422, "invalid_multipart", f"malformed multipart body: {exc.detail}"
+            ) from exc
         upload = form.get("image") or form.get("file")
         if upload is None or isinstance(upload, str):
             raise ApiError(422, "missing_field",
