@@ -25,7 +25,7 @@ from .classify import LineClassifier
 from .ctc import load_charset
 from .decode import DecodedImage, ImageInfo, decode, to_bgr8
 from .detect import TextDetector
-from .geometry import box_size, crop_quad, order_clockwise, rotate_image, rotate_points
+from .geometry import box_size, crop_quad, rotate_image, rotate_points
 from .layout import group_rows, reading_order
 from .models import CLS_FILE, DET_FILE, REC_FILE, ModelSet, create_session
 from .recognize import Recognition, TextRecognizer
@@ -104,26 +104,16 @@ class Engine:
 
         boxes = [] if mode == "line" else [d.box for d in self.detector(img)]
         clock.lap("detect")
-
+        # Lines running vertically: try the page turned 90° clockwise (detecting again, on
+        # the turned page, is what makes a turned page read as well as an upright one).
         turns = 1 if _is_sideways(boxes) else 0
         upright = rotate_image(img, turns)
-        uh, uw = upright.shape[:2]
-        boxes = [order_clockwise(rotate_points(b, turns, w, h)) for b in boxes]
-        whole = np.array([[0, 0], [uw, 0], [uw, uh], [0, uh]], dtype=np.float32)
-        if mode == "line" or (mode == "auto" and _is_single_line(upright, boxes)):
-            boxes = [whole]
-        crops = [_crop(upright, b) for b in boxes]
-
-        p180 = self.classifier(crops) if crops else np.zeros(0, np.float32)
-        clock.lap("classify")
-        flipped = self._page_flipped(crops, p180)
-        clock.lap("orient")
-        if flipped:
+        boxes, crops, p180 = self._lines(upright, mode, boxes if turns == 0 else None, clock)
+        if self._page_flipped(crops, p180):
             turns += 2
-            upright = rotate_image(upright, 2)
-            boxes = [order_clockwise(rotate_points(b, 2, uw, uh)) for b in boxes]
-            crops = [rotate_image(c, 2) for c in crops]
-            p180 = 1.0 - p180
+            upright = rotate_image(img, turns)
+            boxes, crops, p180 = self._lines(upright, mode, None, clock)
+        clock.lap("orient")
 
         results = self.recognizer(crops)
         # Lines the classifier confidently calls upside down against the page's verdict
@@ -144,17 +134,33 @@ class Engine:
         results = [results[i] for i in keep]
         order = reading_order(boxes)
 
+        uh, uw = upright.shape[:2]
         back = (-turns) % 4
-        fh, fw = upright.shape[:2]
         lines = [
             Line(
                 text=results[i].text,
                 confidence=round(results[i].confidence, 4),
-                box=_int_box(rotate_points(boxes[i], back, fw, fh), w, h),
+                box=_int_box(rotate_points(boxes[i], back, uw, uh), w, h),
             )
             for i in order
         ]
         return OcrOutput(info, lines, rotation=(turns % 4) * 90, timings_ms=clock.laps)
+
+    def _lines(
+        self, upright: np.ndarray, mode: Mode, boxes: list[np.ndarray] | None, clock: _Clock
+    ) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray]:
+        """Line boxes, their crops and P(180°) for an image believed upright. ``boxes`` are
+        reused when the detector already ran on exactly this image."""
+        uh, uw = upright.shape[:2]
+        if boxes is None:
+            boxes = [] if mode == "line" else [d.box for d in self.detector(upright)]
+            clock.lap("detect")
+        if mode == "line" or (mode == "auto" and _is_single_line(upright, boxes)):
+            boxes = [np.array([[0, 0], [uw, 0], [uw, uh], [0, uh]], dtype=np.float32)]
+        crops = [_crop(upright, b) for b in boxes]
+        p180 = self.classifier(crops) if crops else np.zeros(0, np.float32)
+        clock.lap("classify")
+        return boxes, crops, p180
 
     def _page_flipped(self, crops: list[np.ndarray], p180: np.ndarray) -> bool:
         """Is the page upside down? A length-weighted classifier vote; whenever it does not
