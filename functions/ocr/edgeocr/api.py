@@ -9,11 +9,11 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import logging
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -30,10 +30,11 @@ from .decode import decode
 from .errors import InputError, TooLarge, UnsupportedFormat
 from .keys import content_hash, pipeline_id, result_key
 from .models import ModelSet
+from .observability import RequestLogMiddleware, logger
 from .settings import Settings
 from .store import LocalStore, ResultStore, S3Store, StoredObject, StoreError
 
-log = logging.getLogger("edgeocr.api")
+log = logger
 
 STATIC = Path(__file__).parent / "static"
 _HASH = re.compile(r"^[0-9a-f]{64}$")
@@ -96,11 +97,13 @@ def create_app(
 
     holder = EngineHolder(engine_factory or build_engine)
     ocr_lock = threading.Semaphore(1)  # one inference at a time: ORT already uses every core
+    inflight = KeyedLocks()  # identical concurrent requests compute once, the rest read it
 
     app = FastAPI(title="edgeocr", version=__version__,
                   description="OCR with immutable, edge-cached results.")
     app.state.settings, app.state.store, app.state.engine = settings, store, holder
     app.state.pipeline = pipeline
+    app.add_middleware(RequestLogMiddleware)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins),
                            allow_methods=["GET", "POST"], allow_headers=["Content-Type"],
@@ -133,7 +136,8 @@ def create_app(
         url = result_url(request, key) if obj is not None else None
         body = {**result, "cached": cached, "stored": obj is not None, "result_url": url,
                 "timings_ms": timings}
-        headers = {"ETag": f'"{result["hash"]}"', "X-Edgeocr-Cache": "hit" if cached else "miss"}
+        headers = {"ETag": f'"{result["hash"]}"', "X-Edgeocr-Cache": "hit" if cached else "miss",
+                   "X-Edgeocr-Stored": "true" if obj is not None else "false"}
         if url:
             headers["Location"] = url
         return JSONResponse(body, headers=headers)
@@ -150,18 +154,29 @@ def create_app(
         digest = content_hash(data, settings.hash_secret)
         key = result_key(pipeline, digest)
         timings: dict[str, float] = {}
+        hit = lookup(key, timings)
+        if hit is None:
+            with inflight.hold(key):
+                # whoever held the key before us may have just stored this very result
+                hit = lookup(key, timings)
+                if hit is None:
+                    return compute(request, data, digest, key, timings, t0)
+        timings["total"] = _ms(t0)
+        return answer(request, hit, json.loads(hit.body), cached=True, key=key, timings=timings)
+
+    def lookup(key: str, timings: dict[str, float]) -> StoredObject | None:
         t1 = time.perf_counter()
         try:
-            hit = store.get(key)
+            return store.get(key)
         except StoreError as exc:
-            log.warning("store get failed, computing anyway: %s", exc)
-            hit = None
-        timings["store_get"] = _ms(t1)
-        if hit is not None:
-            timings["total"] = _ms(t0)
-            return answer(request, hit, json.loads(hit.body), cached=True, key=key,
-                          timings=timings)
+            log.warning("store get failed, computing anyway", extra={"key": key,
+                                                                      "error": str(exc)})
+            return None
+        finally:
+            timings["store_get"] = timings.get("store_get", 0.0) + _ms(t1)
 
+    def compute(request: Request, data: bytes, digest: str, key: str,
+                timings: dict[str, float], t0: float) -> Response:
         from .result import build_result
 
         t2 = time.perf_counter()
@@ -182,7 +197,8 @@ def create_app(
             if not outcome.created:
                 result = json.loads(outcome.obj.body)  # someone stored it first: theirs wins
         except StoreError as exc:
-            log.error("store put failed, answering unstored: key=%s error=%s", key, exc)
+            log.error("store put failed, answering unstored", extra={"key": key,
+                                                                     "error": str(exc)})
             obj = None
         timings["store_put"] = _ms(t4)
         timings["total"] = _ms(t0)
@@ -230,11 +246,35 @@ def create_app(
     return app
 
 
+class KeyedLocks:
+    """One lock per key, kept only while someone holds or waits for it."""
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._locks: dict[str, tuple[threading.Lock, int]] = {}
+
+    @contextmanager
+    def hold(self, key: str) -> Iterator[None]:
+        with self._guard:
+            lock, users = self._locks.get(key, (threading.Lock(), 0))
+            self._locks[key] = (lock, users + 1)
+        try:
+            with lock:
+                yield
+        finally:
+            with self._guard:
+                lock, users = self._locks[key]
+                if users == 1:
+                    del self._locks[key]
+                else:
+                    self._locks[key] = (lock, users - 1)
+
+
 def _get_or_503(store: ResultStore, key: str) -> StoredObject | None:
     try:
         return store.get(key)
     except StoreError as exc:
-        log.error("store get failed: key=%s error=%s", key, exc)
+        log.error("store get failed", extra={"key": key, "error": str(exc)})
         raise ApiError(503, "store_unavailable", "result storage is unavailable; retry") from exc
 
 

@@ -52,6 +52,8 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     port = args.port or int(os.environ.get("PORT", "8000"))
+    # EMF metric lines are for CloudWatch; locally they would only bury the access log
+    os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
     print(f"edgeocr: serving on http://{args.host}:{port}/", flush=True)
     uvicorn.run("edgeocr.api:create_app", factory=True, host=args.host, port=port,
                 log_level="info")
