@@ -15,17 +15,14 @@ import base64
 import hashlib
 import json
 import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, Page, Request, sync_playwright
+
+from servers import edgeocr_serve
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "artifacts"
@@ -38,49 +35,12 @@ RECEIPT = "images/receipts_sroie/X51006329399.jpg"
 
 # ---- fixtures ------------------------------------------------------------------------------
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/healthz", timeout=2) as r:
-            return r.status == 200
-    except OSError:
-        return False
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``edgeocr serve`` on a free loopback port with its own empty results directory."""
     tmp = tmp_path_factory.mktemp("web")
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items()
-           if k not in {"OCR_HASH_SECRET", "RESULTS_BUCKET", "CDN_BASE_URL", "AWS_ENDPOINT_URL_S3"}}
-    env.update(OCR_RESULTS_DIR=str(tmp / "results"), PORT=str(port))
-    script = Path(sys.executable).with_name("edgeocr")  # the console script in this venv
-    cmd = [str(script)] if script.exists() else [sys.executable, "-m", "edgeocr.cli"]
-    log_path = tmp / "serve.log"
-    url = f"http://127.0.0.1:{port}"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen([*cmd, "serve", "--port", str(port)], env=env, cwd=ROOT,
-                                stdout=log, stderr=subprocess.STDOUT)
-        try:
-            deadline = time.monotonic() + 60
-            while not _healthy(url):
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"edgeocr serve did not come up:\n{log_path.read_text()[-3000:]}")
-                time.sleep(0.1)
-            yield url
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+    with edgeocr_serve(tmp / "results", tmp / "serve.log") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

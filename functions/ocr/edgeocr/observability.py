@@ -8,6 +8,7 @@ CloudWatch without an API call: one ``Requests`` count per request, by outcome.
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 
@@ -66,6 +67,12 @@ class RequestLogMiddleware:
                 "method": scope.get("method"), "path": scope.get("path"), "status": status,
                 "outcome": result, "duration_ms": round((time.perf_counter() - start) * 1000, 1),
             })
-            with single_metric(name="Requests", unit=MetricUnit.Count, value=1,
-                               namespace=NAMESPACE) as metric:
-                metric.add_dimension(name="outcome", value=result)
+            if not _metrics_disabled():
+                with single_metric(name="Requests", unit=MetricUnit.Count, value=1,
+                                   namespace=NAMESPACE) as metric:
+                    metric.add_dimension(name="outcome", value=result)
+
+
+def _metrics_disabled() -> bool:
+    """Powertools' own switch; ``single_metric`` does not consult it, so we do."""
+    return os.environ.get("POWERTOOLS_METRICS_DISABLED", "").strip().lower() in {"1", "true", "yes"}

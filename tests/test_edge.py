@@ -1,0 +1,305 @@
+"""The local edge (`make serve EDGE=1`, `make serve S3=moto`): real nginx, real HTTP, loopback.
+
+One ``scripts/serve.py --edge`` launcher (nginx on a free port, ``edgeocr serve`` behind it,
+an empty results directory) serves most of this module, started and stopped by a fixture.
+Tests run in file order: the first one relies on being the first to GET the receipt's result
+through the edge (MISS, then HIT). Each test that needs a fresh OCR uses its own small image,
+so every store sees every image once; only the receipt is big.
+
+nginx comes from Debian (``make nginx``, run by ``make test``). The edge-vs-origin latency
+measured here is written to ``artifacts/edge-latency.txt`` (gitignored); it is reported, not
+asserted, since these are two shared cores.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import statistics
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import boto3
+import pytest
+
+from s3fixtures import FAKE_CREDENTIALS
+from serve import NEGATIVE_TTL
+from servers import (
+    ROOT,
+    Launched,
+    clean_env,
+    edgeocr_serve,
+    free_port,
+    group_gone,
+    launcher,
+    process_gone,
+    stop_launcher,
+)
+
+ARTIFACTS = ROOT / "artifacts"
+RECEIPT = "images/receipts_sroie/X51006329399.jpg"
+SMALL = "images/peer_rapidocr_lines"  # one-line images: OCR in well under a second
+OCR_TIMEOUT_S = 180  # a first OCR loads the engine, on 2 shared cores with other jobs running
+NEGATIVE_TTL_S = float(NEGATIVE_TTL.removesuffix("s"))
+STALE_SLACK_S = 3.0  # polling interval, scheduling on a busy machine
+CACHE_CONTROL = "public, max-age=31536000, immutable"
+LATENCY_GETS = 50
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int
+    headers: dict[str, str]  # lower-cased names
+    body: bytes
+
+    def json(self) -> dict:
+        return json.loads(self.body)
+
+    @property
+    def cache_status(self) -> str | None:
+        return self.headers.get("x-cache-status")
+
+
+def fetch(url: str, data: bytes | None = None, content_type: str = "image/jpeg",
+          timeout: float = OCR_TIMEOUT_S) -> Reply:
+    """GET, or POST ``data``; an HTTP error status is a reply here, not an exception."""
+    request = urllib.request.Request(url, data=data)
+    if data is not None:
+        request.add_header("Content-Type", content_type)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as r:
+            return Reply(r.status, {k.lower(): v for k, v in r.headers.items()}, r.read())
+    except urllib.error.HTTPError as e:
+        return Reply(e.code, {k.lower(): v for k, v in e.headers.items()}, e.read())
+
+
+def assert_s3_headers(reply: Reply) -> None:
+    """The headers S3 gives a stored result (DESIGN §2), which the edge must pass through."""
+    assert reply.status == 200, reply.body[:300]
+    assert reply.headers["content-type"] == "application/json"
+    assert reply.headers["cache-control"] == CACHE_CONTROL
+    assert reply.headers.get("etag", "").startswith('"')
+
+
+# ---- fixtures ------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Launched]:
+    """`make serve EDGE=1`: nginx on a free port in front of ``edgeocr serve``."""
+    tmp = tmp_path_factory.mktemp("edge")
+    env = clean_env(OCR_RESULTS_DIR=str(tmp / "results"))
+    with launcher(["--edge", "--port", str(free_port())], tmp, env=env) as launched:
+        yield launched
+
+
+@pytest.fixture(scope="module")
+def receipt_answer(edge: Launched, eval_dir: Path) -> Reply:
+    """The receipt POSTed through the edge once (the module's one big OCR)."""
+    return fetch(f"{edge.url}/ocr", (eval_dir / RECEIPT).read_bytes())
+
+
+# ---- through the edge ----------------------------------------------------------------------
+
+def test_edge_listens_on_loopback_only(edge: Launched) -> None:
+    conf = (Path(edge.info["run_dir"]) / "nginx.conf").read_text()
+    listens = [line.split()[1] for line in conf.splitlines() if line.strip().startswith("listen")]
+    assert listens and all(addr.startswith("127.0.0.1:") for addr in listens), listens
+    assert edge.info["edge"] == edge.url != edge.info["origin"]
+
+
+def test_receipt_result_is_served_from_the_edge(edge: Launched, receipt_answer: Reply,
+                                                 eval_dir: Path) -> None:
+    assert receipt_answer.status == 200, receipt_answer.body[:300]
+    answer = receipt_answer.json()
+    url = answer["result_url"]
+    assert url.startswith(f"{edge.url}/results/{answer['pipeline']}/"), url
+    assert receipt_answer.headers["location"] == url
+    assert receipt_answer.cache_status is None  # POST /ocr is not an edge-cached path
+
+    first, second = fetch(url), fetch(url)
+    assert (first.cache_status, second.cache_status) == ("MISS", "HIT")
+    for reply in (first, second):
+        assert_s3_headers(reply)
+    assert first.body == second.body
+    assert first.headers["etag"] == second.headers["etag"]
+    stored = first.json()
+    receipt = (eval_dir / RECEIPT).read_bytes()  # the hash is SHA-256 of exactly these bytes
+    assert stored["hash"] == answer["hash"] == hashlib.sha256(receipt).hexdigest()
+    assert stored["text"] == answer["text"] and stored["text"].strip()
+
+
+def test_post_and_other_paths_are_never_cached(edge: Launched, eval_dir: Path) -> None:
+    data = (eval_dir / SMALL / "text_rec.jpg").read_bytes()
+    first, second = fetch(f"{edge.url}/ocr", data), fetch(f"{edge.url}/ocr", data)
+    assert first.status == second.status == 200, (first.body[:300], second.body[:300])
+    # the origin answered both: it computed the first and found the second in its store
+    assert (first.headers["x-edgeocr-cache"], second.headers["x-edgeocr-cache"]) == ("miss",
+                                                                                       "hit")
+    digest = first.json()["hash"]
+    for path in ("/ocr", f"/ocr/{digest}", f"/ocr/{digest}", "/healthz", "/healthz", "/"):
+        reply = fetch(f"{edge.url}{path}", data) if path == "/ocr" else fetch(f"{edge.url}{path}")
+        assert reply.status == 200, (path, reply.body[:300])
+        assert reply.cache_status != "HIT", path
+    assert first.cache_status is None and second.cache_status is None
+
+
+def test_missing_result_404_is_cached_only_briefly(edge: Launched, eval_dir: Path) -> None:
+    """A 404 for a result not stored yet must not hide it for long (ErrorCachingMinTTL)."""
+    data = (eval_dir / SMALL / "text_cls.jpg").read_bytes()
+    pipeline = fetch(f"{edge.url}/healthz").json()["pipeline"]
+    url = f"{edge.url}/results/{pipeline}/{hashlib.sha256(data).hexdigest()}.json"
+
+    t0 = time.monotonic()
+    missing, again = fetch(url), fetch(url)
+    assert missing.status == again.status == 404
+    assert missing.json()["error"]["code"] == "not_found"
+    assert missing.cache_status == "MISS"
+    if time.monotonic() - t0 < NEGATIVE_TTL_S / 2:  # else the entry may have expired already
+        assert again.cache_status == "HIT"
+
+    # keep the edge's cached 404 fresh while the POST runs, as an impatient client would
+    posted: list[Reply] = []
+    post = threading.Thread(target=lambda: posted.append(fetch(f"{edge.url}/ocr", data)))
+    post.start()
+    seen: list[tuple[int, str | None]] = []
+    while post.is_alive():
+        reply = fetch(url)
+        seen.append((reply.status, reply.cache_status))
+        time.sleep(0.05)
+    post.join()
+    stored_at = time.monotonic()
+    assert posted and posted[0].status == 200, posted and posted[0].body[:300]
+
+    while (reply := fetch(url)).status != 200:
+        assert reply.status == 404, reply.body[:300]
+        assert time.monotonic() - stored_at <= NEGATIVE_TTL_S + STALE_SLACK_S, "404 still served"
+        time.sleep(0.05)
+    hidden_s = time.monotonic() - stored_at
+    assert hidden_s <= NEGATIVE_TTL_S + STALE_SLACK_S
+    assert_s3_headers(reply)
+    assert reply.json()["hash"] == posted[0].json()["hash"]
+    assert (404, "HIT") in seen or len(seen) < 3, seen  # the 404s really came from the cache
+
+
+def test_edge_hit_latency_vs_origin(edge: Launched, receipt_answer: Reply) -> None:
+    """Median GET latency for the receipt's result: nginx cache HIT vs the app itself.
+
+    Keep-alive connections to both, requests interleaved so background load hits both
+    alike. Reported in artifacts/edge-latency.txt; only correctness is asserted.
+    """
+    path = urlsplit(receipt_answer.json()["result_url"]).path
+    edge_conn = http.client.HTTPConnection(*_host_port(edge.url), timeout=30)
+    origin_conn = http.client.HTTPConnection(*_host_port(edge.info["origin"]), timeout=30)
+    try:
+        for _ in range(5):  # warm-up: connections, the edge's cache entry
+            _timed_get(edge_conn, path)
+            _timed_get(origin_conn, path)
+        edge_ms, origin_ms, bodies = [], [], set()
+        for _ in range(LATENCY_GETS):
+            ms, status, cache, body = _timed_get(edge_conn, path)
+            assert (status, cache) == (200, "HIT")
+            edge_ms.append(ms)
+            bodies.add(body)
+            ms, status, cache, body = _timed_get(origin_conn, path)
+            assert status == 200 and cache is None
+            origin_ms.append(ms)
+            bodies.add(body)
+    finally:
+        edge_conn.close()
+        origin_conn.close()
+    assert len(bodies) == 1  # the edge serves exactly what the origin serves
+    report = _latency_report(path, len(next(iter(bodies))), edge_ms, origin_ms)
+    ARTIFACTS.mkdir(exist_ok=True)
+    (ARTIFACTS / "edge-latency.txt").write_text(report)
+    print(report)
+
+
+def _host_port(url: str) -> tuple[str, int]:
+    parts = urlsplit(url)
+    return parts.hostname or "127.0.0.1", parts.port or 80
+
+
+def _timed_get(conn: http.client.HTTPConnection, path: str) -> tuple[float, int, str | None,
+                                                                      bytes]:
+    t0 = time.perf_counter()
+    conn.request("GET", path)
+    response = conn.getresponse()
+    body = response.read()
+    ms = (time.perf_counter() - t0) * 1000
+    return ms, response.status, response.getheader("X-Cache-Status"), body
+
+
+def _latency_report(path: str, size: int, edge_ms: list[float], origin_ms: list[float]) -> str:
+    def line(name: str, values: list[float]) -> str:
+        q = statistics.quantiles(values, n=10)
+        return (f"{name:<22} median {statistics.median(values):7.2f} ms   p10 {q[0]:7.2f} ms"
+                f"   p90 {q[-1]:7.2f} ms   min {min(values):7.2f} ms")
+
+    ratio = statistics.median(origin_ms) / statistics.median(edge_ms)
+    return "\n".join([
+        f"GET {path} ({size} bytes), {len(edge_ms)} each, keep-alive, interleaved, loopback",
+        line("edge (nginx HIT)", edge_ms),
+        line("origin (edgeocr app)", origin_ms),
+        f"origin median / edge median = {ratio:.1f}x",
+        "",
+    ])
+
+
+# ---- restarts and the S3=moto launcher -----------------------------------------------------
+
+def test_restart_keeps_results_and_skips_the_models(tmp_path: Path, eval_dir: Path) -> None:
+    data = (eval_dir / SMALL / "test_without_det.jpg").read_bytes()
+    results = tmp_path / "results"
+    with edgeocr_serve(results, tmp_path / "first.log") as url:
+        before = fetch(f"{url}/ocr", data)
+    assert before.status == 200 and before.json()["cached"] is False, before.body[:300]
+
+    with edgeocr_serve(results, tmp_path / "second.log") as url:
+        after = fetch(f"{url}/ocr/{hashlib.sha256(data).hexdigest()}")
+        health = fetch(f"{url}/healthz").json()
+    assert after.status == 200, after.body[:300]
+    assert after.json()["cached"] is True
+    assert after.json()["text"] == before.json()["text"]
+    assert after.json()["lines"] == before.json()["lines"]
+    assert health["models_loaded"] is False
+
+
+def test_launcher_s3_moto_with_edge(tmp_path: Path, eval_dir: Path) -> None:
+    """`make serve S3=moto EDGE=1`: results land in moto; stopping it stops every child."""
+    data = (eval_dir / SMALL / "en_rec.jpg").read_bytes()
+    local = tmp_path / "local-results"  # must stay unused: the store is S3
+    env = clean_env(OCR_RESULTS_DIR=str(local))
+    with launcher(["--s3", "moto", "--edge", "--port", str(free_port())], tmp_path,
+                  env=env) as launched:
+        info = launched.info
+        assert set(launched.child_pids) == {"moto", "app", "nginx"}
+        answer = fetch(f"{launched.url}/ocr", data)
+        assert answer.status == 200, answer.body[:300]
+        result = answer.json()
+        assert result["stored"] is True
+        assert result["result_url"].startswith(f"{launched.url}/results/")
+        through_edge = [fetch(result["result_url"]) for _ in range(2)]
+        assert [r.cache_status for r in through_edge] == ["MISS", "HIT"]
+
+        s3 = boto3.client("s3", endpoint_url=info["s3_endpoint"],
+                          region_name=FAKE_CREDENTIALS["AWS_DEFAULT_REGION"],
+                          aws_access_key_id=FAKE_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+                          aws_secret_access_key=FAKE_CREDENTIALS["AWS_SECRET_ACCESS_KEY"])
+        key = f"results/{result['pipeline']}/{result['hash']}.json"
+        obj = s3.get_object(Bucket=info["bucket"], Key=key)
+        assert obj["Body"].read() == through_edge[0].body
+        assert obj["ContentType"] == "application/json"
+        assert obj["CacheControl"] == CACHE_CONTROL
+        assert not local.exists()
+
+        assert stop_launcher(launched) == 0, launched.log.read_text()[-3000:]
+        for name, pid in launched.child_pids.items():
+            assert process_gone(pid) and group_gone(pid), f"{name} (pid {pid}) still running"
+        assert not (tmp_path / "ready.json").exists()
