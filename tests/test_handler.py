@@ -172,3 +172,21 @@ def test_app_module_is_the_sam_entry_point(lambda_env):
     finally:
         sys.path.remove(str(ROOT / "functions" / "ocr"))
         sys.modules.pop("app", None)
+
+
+def test_hit_path_imports_no_inference_stack(lambda_env, tmp_path):
+    """A fresh process that imports the entry point and answers a request never imports
+    OpenCV, numpy or ONNX Runtime: a Lambda serving hits pays for none of them."""
+    import os
+    import subprocess
+
+    code = (
+        "import json, sys; sys.path.insert(0, 'functions/ocr'); import app\n"
+        f"event = json.load(open({str(EVENTS / 'get_by_hash.json')!r}))\n"
+        "resp = app.handler(event, None)\n"
+        "assert resp['statusCode'] == 404, resp\n"
+        "print(json.dumps(sorted(m for m in ('cv2', 'numpy', 'onnxruntime') if m in sys.modules)))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=dict(os.environ),
+                         capture_output=True, text=True, timeout=120, check=True)
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == []

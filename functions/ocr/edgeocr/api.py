@@ -26,7 +26,6 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import __version__
-from .decode import decode
 from .errors import InputError, TooLarge, UnsupportedFormat
 from .keys import content_hash, pipeline_id, result_key
 from .models import ModelSet
@@ -156,9 +155,9 @@ def create_app(
         timings: dict[str, float] = {}
         hit = lookup(key, timings)
         if hit is None:
-            with inflight.hold(key):
+            with inflight.hold(key) as waited:
                 # whoever held the key before us may have just stored this very result
-                hit = lookup(key, timings)
+                hit = lookup(key, timings) if waited else None
                 if hit is None:
                     return compute(request, data, digest, key, timings, t0)
         timings["total"] = _ms(t0)
@@ -177,6 +176,8 @@ def create_app(
 
     def compute(request: Request, data: bytes, digest: str, key: str,
                 timings: dict[str, float], t0: float) -> Response:
+        # imported on the first miss: a Lambda whose requests are hits never loads OpenCV
+        from .decode import decode
         from .result import build_result
 
         t2 = time.perf_counter()
@@ -254,13 +255,19 @@ class KeyedLocks:
         self._locks: dict[str, tuple[threading.Lock, int]] = {}
 
     @contextmanager
-    def hold(self, key: str) -> Iterator[None]:
+    def hold(self, key: str) -> Iterator[bool]:
+        """Hold the key's lock; yields whether another holder made us wait."""
         with self._guard:
             lock, users = self._locks.get(key, (threading.Lock(), 0))
             self._locks[key] = (lock, users + 1)
         try:
-            with lock:
-                yield
+            waited = not lock.acquire(blocking=False)
+            if waited:
+                lock.acquire()
+            try:
+                yield waited
+            finally:
+                lock.release()
         finally:
             with self._guard:
                 lock, users = self._locks[key]
