@@ -109,7 +109,7 @@ class S3Store:
             client = boto3.client(
                 "s3",
                 config=Config(
-                    retries={"mode": "standard", "max_attempts": max_attempts},
+                    retries={"mode": "standard", "total_max_attempts": max_attempts},
                     connect_timeout=connect_timeout,
                     read_timeout=read_timeout,
                 ),
@@ -123,7 +123,11 @@ class S3Store:
             resp = self.client.get_object(Bucket=self.bucket, Key=key)
             body = resp["Body"].read()
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+            # Without s3:ListBucket (least privilege: Get/Put on results/* only) S3 answers
+            # a missing key with 403 instead of 404, so both mean "not stored yet". A real
+            # permission fault then shows up where it matters: the put fails loudly.
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "AccessDenied",
+                                                              "403"):
                 return None
             raise StoreError(f"S3 get {key}: {exc}") from exc
         except BotoCoreError as exc:
