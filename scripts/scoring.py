@@ -12,24 +12,27 @@ What is compared (``shared/eval/README.md`` says why these are needed):
   lines joined. Exact match uses the same form.
 - Page items: bag-of-words F1 over multisets of tokens: whitespace-split words with leading
   and trailing punctuation stripped (``TOTAL:`` = ``TOTAL``; punctuation-only tokens
-  dropped), and every CJK character a token of its own (Chinese has no spaces to split on).
-  Reading order does not count, so scenes (no order in the GT) and receipts (GT split into
-  segments) are fair.
+  dropped), and every CJK character a token of its own. Pages whose GT contains Chinese are
+  scored as a bag of *characters* (all but spaces and punctuation): Chinese has no word
+  spaces, and the digits and Latin in it are spaced arbitrarily (``2026/06/11 19:00:32``
+  comes out as one run). Reading order does not count, so scenes (no order in the GT) and
+  receipts (GT split into segments) are fair.
 - A category's figure is the *mean over its items* (macro), for CER and F1 alike: each image
   counts once, however long its text, so one 800-word page cannot hide a failed one.
 
-These choices were picked because they reproduce the reference figures measured with
-RapidOCR 3.10 on this machine (SROIE F1 0.884, Tesseract pages 0.749, UW3 CER 0.011, zh
-lines 0.002, RapidOCR's own lines 0.000, IC15 words 0.119); alternatives missed them by far
-more: micro F1 gives 0.96 on the Tesseract pages (one unreadable page of four vanishes in
-the token total), splitting punctuation off instead of stripping gives 0.93 on SROIE,
-keeping spaces gives 3% on the zh lines, and no quote folding 0.014 on UW3.
+These choices reproduce the reference figures measured with RapidOCR 3.10 on this machine
+(SROIE F1 0.884, Tesseract pages 0.749, zh pages 0.999, UW3 lines CER 0.011, zh lines 0.002
+rec-only and 0.270 full pipeline) where the alternatives miss them: micro F1 gives 0.96 on
+the Tesseract pages (one unreadable page of four vanishes in the token total), micro CER
+0.19 on the zh lines' full pipeline, splitting punctuation off instead of stripping it 0.93
+on SROIE, word tokens 0.992 on the zh pages, keeping spaces 3% on the zh lines, and no quote
+folding 0.014 on UW3. (IC15 scenes, 0.519, is not reproduced: 0.554 here, 0.506 without the
+ignore boxes.)
 """
 
 from __future__ import annotations
 
 import re
-import string
 import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -117,8 +120,8 @@ def is_cjk(ch: str) -> bool:
 
 
 def is_punct(ch: str) -> bool:
-    """ASCII punctuation and symbols, and any Unicode punctuation (、。「」 …)."""
-    return ch in string.punctuation or unicodedata.category(ch).startswith("P")
+    """Unicode punctuation or symbol (``.,:;!?"'()$%#@¥、。「」`` …)."""
+    return unicodedata.category(ch)[0] in "PS"
 
 
 def strip_punct(word: str) -> str:
@@ -131,9 +134,20 @@ def strip_punct(word: str) -> str:
     return word[start:end]
 
 
-def tokenise(text: str) -> list[str]:
+def has_cjk(text: str) -> bool:
+    """Does the text contain Chinese (or other CJK) characters?"""
+    return any(is_cjk(ch) for ch in text)
+
+
+def tokenise(text: str, chars: bool = False) -> list[str]:
     """Normalised whitespace-split words; each CJK character is a word on its own; every word
-    stripped of edge punctuation, and dropped if nothing is left."""
+    stripped of edge punctuation, and dropped if nothing is left.
+
+    ``chars``: every non-space, non-punctuation character is a token instead, for Chinese
+    pages, where spaces inside dates, phone numbers and Latin runs are arbitrary.
+    """
+    if chars:
+        return [ch for ch in normalise(text) if ch != " " and not is_punct(ch)]
     pieces: list[str] = []
     for word in normalise(text).split():
         run = ""
@@ -169,9 +183,15 @@ class BowCount:
         return 2 * self.matched / total if total else 1.0
 
 
-def bow_count(pred: str, gt: str) -> BowCount:
-    """Bag-of-words overlap: a token matches as many times as it occurs on both sides."""
-    p, g = Counter(tokenise(pred)), Counter(tokenise(gt))
+def bow_count(pred: str, gt: str, chars: bool | None = None) -> BowCount:
+    """Bag-of-words overlap: a token matches as many times as it occurs on both sides.
+
+    ``chars``: bag of characters instead (see ``tokenise``); by default when the GT has
+    Chinese, so that every caller scores Chinese pages the same way.
+    """
+    if chars is None:
+        chars = has_cjk(gt)
+    p, g = Counter(tokenise(pred, chars)), Counter(tokenise(gt, chars))
     return BowCount(sum((p & g).values()), p.total(), g.total())
 
 

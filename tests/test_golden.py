@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from scoring import bow_count, cer_count, drop_ignored, micro_cer, micro_f1
+from scoring import bow_count, cer_count, drop_ignored, mean_cer, mean_f1
 
 # category -> (items, metric, threshold): CER must stay below, F1 above
 BUDGET = {
@@ -46,10 +46,10 @@ def test_category_accuracy(engine, eval_dir, manifest, category):
     assert len(items) == n
     texts = [predict(engine, eval_dir, item)[0] for item in items]
     if metric == "f1":
-        score = micro_f1(bow_count(t, item["text"]) for t, item in zip(texts, items, strict=True))
+        score = mean_f1(bow_count(t, item["text"]) for t, item in zip(texts, items, strict=True))
         assert score >= threshold, f"{category}: F1 {score:.3f} < {threshold}"
     else:
-        score = micro_cer(cer_count(t, item["text"]) for t, item in zip(texts, items, strict=True))
+        score = mean_cer(cer_count(t, item["text"]) for t, item in zip(texts, items, strict=True))
         assert score <= threshold, f"{category}: CER {score:.3f} > {threshold}"
 
 

@@ -26,6 +26,11 @@ def test_normalise_collapses_whitespace() -> None:
     assert s.normalise("  a\t b\n\nc \u3000d ") == "a b c d"  # U+3000: ideographic space
 
 
+def test_normalise_folds_tex_and_curly_quotes() -> None:
+    assert s.normalise("``CPR summit.''") == '"cpr summit."'
+    assert s.normalise("“CPR” it’s „so”") == '"cpr" it\'s "so"'
+
+
 def test_strip_spaces_removes_all_whitespace() -> None:
     assert s.strip_spaces("在 Calc 中 ， 名称") == "在calc中,名称"
 
@@ -70,9 +75,14 @@ def test_cer_empty_gt() -> None:
     assert s.CerCount(3, 0).cer == 1.0
 
 
-def test_micro_cer_weights_by_gt_length() -> None:
-    counts = [s.CerCount(1, 2), s.CerCount(0, 8)]  # macro mean would be 0.25
-    assert s.micro_cer(counts) == pytest.approx(0.1)
+def test_cer_tex_quotes_match_straight_quotes() -> None:
+    assert s.cer_count('equal". In', "equal''. In").edits == 0
+
+
+def test_mean_cer_counts_each_item_once() -> None:
+    counts = [s.CerCount(1, 2), s.CerCount(0, 8)]  # edits over all characters would be 0.1
+    assert s.mean_cer(counts) == pytest.approx(0.25)
+    assert s.mean_cer([]) == 0.0
 
 
 def test_exact_match() -> None:
@@ -84,12 +94,39 @@ def test_exact_match() -> None:
 
 
 def test_tokenise_cjk_characters_are_tokens() -> None:
-    assert s.tokenise("合计：￥26.60") == ["合", "计", ":¥26.60"]
-
-
-def test_tokenise_mixed_words() -> None:
+    assert s.tokenise("我是中国人") == ["我", "是", "中", "国", "人"]
     assert s.tokenise("在 Calc 中使用") == ["在", "calc", "中", "使", "用"]
-    assert s.tokenise("Total\n12.50") == ["total", "12.50"]
+
+
+def test_tokenise_spacing_around_cjk_does_not_matter() -> None:
+    assert s.tokenise("手风琴x12") == s.tokenise("手风琴 x12") == ["手", "风", "琴", "x12"]
+
+
+def test_tokenise_strips_edge_punctuation_only() -> None:
+    assert s.tokenise("TOTAL: 12.50") == ["total", "12.50"]
+    assert s.tokenise('"It\'s nothing."') == ["it's", "nothing"]
+    assert s.tokenise("(RM) $43,456.78 #90 E-mail") == ["rm", "43,456.78", "90", "e-mail"]
+
+
+def test_tokenise_full_width_and_cjk_punctuation() -> None:
+    # "：" is NFKC ":", "￥" is "¥"; "。" and "，" are punctuation, not characters to match.
+    assert s.tokenise("合计：￥26.60。") == ["合", "计", "26.60"]
+    assert s.tokenise("字母、数字，") == ["字", "母", "数", "字"]
+
+
+def test_tokenise_chars_for_chinese_pages() -> None:
+    assert s.tokenise("日期：06/11 19:00", chars=True) == list("日期06111900")
+    assert s.bow_count("2026/06/1119:00", "2026/06/11 19:00", chars=True).f1 == 1.0
+    assert s.bow_count("2026/06/1119:00", "2026/06/11 19:00").f1 == 0.0  # no CJK: words
+    assert s.bow_count("日期2026/06/1119:00", "日期 2026/06/11 19:00").f1 == 1.0  # CJK: chars
+
+
+def test_has_cjk() -> None:
+    assert s.has_cjk("Total 合计") and not s.has_cjk("Total: ¥12 “quoted”")
+
+
+def test_tokenise_drops_punctuation_only_tokens() -> None:
+    assert s.tokenise("a - b ... c") == ["a", "b", "c"]
 
 
 def test_is_cjk() -> None:
@@ -122,9 +159,14 @@ def test_bow_empty_sides() -> None:
     assert s.bow_count("abc", "").f1 == 0.0
 
 
-def test_micro_f1_sums_counts() -> None:
-    counts = [s.BowCount(1, 1, 1), s.BowCount(0, 1, 9)]  # macro mean would be 0.5
-    assert s.micro_f1(counts) == pytest.approx(2 * 1 / (2 + 10))
+def test_bow_punctuation_differences_do_not_count() -> None:
+    assert s.bow_count("TOTAL 12.50", "TOTAL: 12.50.").f1 == 1.0
+
+
+def test_mean_f1_counts_each_item_once() -> None:
+    counts = [s.BowCount(1, 1, 1), s.BowCount(0, 1, 9)]  # F1 of summed counts: 2/12
+    assert s.mean_f1(counts) == pytest.approx(0.5)
+    assert s.mean_f1([]) == 0.0
 
 
 # --- ignore boxes ----------------------------------------------------------------------------
