@@ -1,9 +1,12 @@
 """DB (differentiable binarisation) text detection: image → text boxes with scores.
 
-Input size policy: the longer side is scaled to ``max_side``, down for large images and up
-by at most ``max_upscale`` for small ones (small text on a small poster needs the pixels).
-The common "shorter side ≥ 736" policy makes tall receipts enormous; on the SROIE receipts
-max-side 960 is as accurate at two thirds of the CPU time (DESIGN §3).
+Input size policy: the longer side is scaled to ``max_side`` (portrait and square images) or
+``max_side_wide`` (landscape), down for large images and up by at most ``max_upscale`` for
+small ones (small text on a small poster needs the pixels). The common "shorter side ≥ 736"
+policy makes tall receipts enormous; on the SROIE receipts max-side 960 is as accurate at
+two thirds of the CPU time (DESIGN §3). Landscape photos (IC15 scenes, 1280x720) carry
+small words that 960 loses: 1312 (what 736 on the short side gives there) raised F1 from
+0.520 to 0.560 on the 25 dev scenes, and costs nothing on portrait documents.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ class TextDetector:
         session,
         *,
         max_side: int = 960,
+        max_side_wide: int = 1312,
         max_upscale: float = 2.0,
         thresh: float = 0.3,
         box_thresh: float = 0.5,
@@ -39,6 +43,7 @@ class TextDetector:
         self.session = session
         self.input_name = session.get_inputs()[0].name
         self.max_side = max_side
+        self.max_side_wide = max_side_wide
         self.max_upscale = max_upscale
         self.thresh = thresh
         self.box_thresh = box_thresh
@@ -47,7 +52,8 @@ class TextDetector:
 
     def input_size(self, height: int, width: int) -> tuple[int, int]:
         """Network input (height, width): longer side ≈ max_side, both multiples of 32."""
-        scale = min(self.max_upscale, self.max_side / max(height, width))
+        limit = self.max_side_wide if width > height else self.max_side
+        scale = min(self.max_upscale, limit / max(height, width))
         return (
             max(32, round(height * scale / 32) * 32),
             max(32, round(width * scale / 32) * 32),

@@ -70,7 +70,8 @@ class Engine:
         rec = create_session(self.models.path(REC_FILE), threads)
         charset = load_charset(rec.get_modelmeta().custom_metadata_map["character"])
         self.detector = TextDetector(
-            det, max_side=es.det_max_side, max_upscale=es.det_max_upscale, thresh=es.det_thresh,
+            det, max_side=es.det_max_side, max_side_wide=es.det_max_side_wide,
+            max_upscale=es.det_max_upscale, thresh=es.det_thresh,
             box_thresh=es.det_box_thresh, unclip_ratio=es.det_unclip_ratio,
         )
         self.classifier = LineClassifier(cls)

@@ -36,6 +36,7 @@ class EngineSettings:
     """Settings that change OCR output; all of them feed the pipeline id."""
 
     det_max_side: int = 960
+    det_max_side_wide: int = 1312
     det_max_upscale: float = 2.0
     det_thresh: float = 0.3
     det_box_thresh: float = 0.5
