@@ -35,6 +35,7 @@ _PIL_FORMATS = {
     "jpeg": "JPEG", "png": "PNG", "gif": "GIF", "bmp": "BMP", "tiff": "TIFF", "webp": "WEBP",
 }
 SUPPORTED = tuple(sorted(_PIL_FORMATS))
+_PILLOW_FALLBACK = ("gif", "tiff")  # no GIF codec in OpenCV; TIFF layouts it does not read
 
 # EXIF orientation → the OpenCV operations that make the image upright.
 _ORIENT: dict[int, tuple[int | None, int | None]] = {
@@ -92,9 +93,16 @@ def decode(data: bytes, *, max_bytes: int, max_pixels: int) -> DecodedImage:
             code="too_many_pixels",
         )
 
-    pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    try:
+        pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    except cv2.error:  # e.g. a side over OpenCV's 2^20 limit in a tiny crafted header
+        pixels = None
     if pixels is None or pixels.size == 0:
-        pixels = _decode_with_pillow(data)  # GIF, and formats this OpenCV build lacks
+        if fmt not in _PILLOW_FALLBACK:
+            # OpenCV reads these formats fully; if it fails the data is damaged, and Pillow
+            # would quietly fill missing rows (and skip PNG checksums) instead of refusing.
+            raise UnreadableImage(f"cannot decode the {fmt} data", code="corrupt_image")
+        pixels = _decode_with_pillow(data)
     if pixels.shape[0] != height or pixels.shape[1] != width:
         raise UnreadableImage("the image data does not match its header", code="corrupt_image")
     pixels = _orient(to_bgr8(pixels), orientation)

@@ -19,6 +19,8 @@ import numpy as np
 from .geometry import min_area_box, order_clockwise, unclip
 
 _MIN_SIDE = 3
+_COARSE = 0.5  # the retry scale when nothing was found
+_COARSE_MIN = 640  # no retry for inputs already this small
 _MAX_CANDIDATES = 1000
 
 
@@ -50,18 +52,27 @@ class TextDetector:
         self.unclip_ratio = unclip_ratio
         self._kernel = np.ones((2, 2), np.uint8)
 
-    def input_size(self, height: int, width: int) -> tuple[int, int]:
+    def input_size(self, height: int, width: int, coarse: bool = False) -> tuple[int, int]:
         """Network input (height, width): longer side ≈ max_side, both multiples of 32."""
         limit = self.max_side_wide if width > height else self.max_side
-        scale = min(self.max_upscale, limit / max(height, width))
+        scale = min(self.max_upscale, limit / max(height, width)) * (_COARSE if coarse else 1.0)
         return (
             max(32, round(height * scale / 32) * 32),
             max(32, round(width * scale / 32) * 32),
         )
 
     def __call__(self, img: np.ndarray) -> list[Detection]:
+        found = self._detect(img, coarse=False)
+        if not found and max(self.input_size(*img.shape[:2])) > _COARSE_MIN:
+            # Nothing at the working scale: letters far taller than DB's receptive field (a
+            # poster, a 300 px "TEST") only show up coarser. A quarter of the cost, and only
+            # paid when the page looked empty.
+            found = self._detect(img, coarse=True)
+        return found
+
+    def _detect(self, img: np.ndarray, coarse: bool) -> list[Detection]:
         h, w = img.shape[:2]
-        in_h, in_w = self.input_size(h, w)
+        in_h, in_w = self.input_size(h, w, coarse)
         resized = cv2.resize(img, (in_w, in_h), interpolation=cv2.INTER_LINEAR)
         x = resized.astype(np.float32)
         x *= 2.0 / 255.0

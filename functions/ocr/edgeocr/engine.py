@@ -173,7 +173,11 @@ class Engine:
         vote = float((weights * (p180 > 0.5)).sum() / weights.sum())
         if vote < _TIE_LOW:
             return False
-        sample = [crops[i] for i in np.argsort(-weights)[:_TIE_SAMPLE]]
+        # the widest lines, each cut to what one recognition pass reads: the verdict needs
+        # a few words, not a 20,000 px banner read twice
+        limit = self.recognizer.max_width / 48
+        sample = [crops[i][:, : int(crops[i].shape[0] * limit) + 1]
+                  for i in np.argsort(-weights)[:_TIE_SAMPLE]]
         upright = _mean_conf(self.recognizer(sample))
         flipped = _mean_conf(self.recognizer([rotate_image(c, 2) for c in sample]))
         return flipped > upright

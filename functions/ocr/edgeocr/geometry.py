@@ -46,14 +46,31 @@ def box_size(box: np.ndarray) -> tuple[float, float]:
     return float(w), float(h)
 
 
+_WARP_MAX = 32_000  # OpenCV's remap needs both images under 32767 px a side
+
+
 def crop_quad(img: np.ndarray, box: np.ndarray) -> np.ndarray:
-    """Rectify the quadrilateral ``box`` (text reading left to right along its top edge)."""
+    """Rectify the quadrilateral ``box`` (text reading left to right along its top edge).
+
+    Only the box's bounding rectangle (plus a margin for the interpolation) is warped: it
+    is cheaper, and it keeps very large images within OpenCV's limits. A line longer than
+    those limits is rectified at a proportionally smaller size.
+    """
     w, h = box_size(box)
-    w, h = max(round(w), 1), max(round(h), 1)
+    scale = min(1.0, _WARP_MAX / max(w, h, 1.0))
+    w, h = max(round(w * scale), 1), max(round(h * scale), 1)
+    x0, y0 = (int(v) for v in np.maximum(np.floor(box.min(axis=0)) - 3, 0))
+    x1, y1 = (int(v) for v in np.ceil(box.max(axis=0)) + 4)
+    roi = img[y0:y1, x0:x1]
+    src = box - np.array([x0, y0], dtype=np.float32)
+    if max(roi.shape[:2]) > _WARP_MAX:
+        f = _WARP_MAX / max(roi.shape[:2])
+        roi = cv2.resize(roi, None, fx=f, fy=f, interpolation=cv2.INTER_AREA)
+        src = src * f
     dst = np.array([[0, 0], [w, 0], [w, h], [0, h]], dtype=np.float32)
-    m = cv2.getPerspectiveTransform(box.astype(np.float32), dst)
+    m = cv2.getPerspectiveTransform(src.astype(np.float32), dst)
     return cv2.warpPerspective(
-        img, m, (w, h), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE
+        roi, m, (w, h), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE
     )
 
 

@@ -1,0 +1,197 @@
+"""The known-bad corpus (tests/corpus/bad/, made by scripts/make_bad_corpus.py) through the app.
+
+Every file goes through every body form (raw with a neutral and with a wrong image type,
+multipart ``image`` and ``file``, base64 JSON) and must get exactly the status and code in
+``expected.json``: the service sniffs bytes, so the form and the declared type must not
+matter. Failures must have the JSON error shape, run no inference and store nothing; the edge
+cases that must succeed must be stored and read as ``expected.json`` says.
+
+Cases the app currently gets wrong are marked ``xfail(strict=True)`` in ``KNOWN_BUGS`` with
+the cause: the suite stays green, the problem stays visible, and the mark has to go as soon
+as the app is fixed (a strict xfail that passes fails the run).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import tracemalloc
+from pathlib import Path
+from typing import Any
+
+import cv2
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from edgeocr.api import create_app
+from edgeocr.keys import content_hash, result_key
+from edgeocr.settings import Settings
+from edgeocr.store import LocalStore, PutOutcome
+from test_api import CountingEngine
+
+CORPUS = Path(__file__).parent / "corpus" / "bad"
+MANIFEST: dict[str, Any] = json.loads((CORPUS / "expected.json").read_text())
+CASES: list[dict[str, Any]] = MANIFEST["cases"]
+BY_FILE = {case["file"]: case for case in CASES}
+FORMS = ("raw_octet", "raw_wrong_type", "multipart_image", "multipart_file", "base64_json")
+
+_LENIENT_FALLBACK = (
+    "decode.py falls back to Pillow for every format when cv2.imdecode fails, and Pillow "
+    "ignores IDAT CRCs and zero-fills missing rows: a PNG libpng refuses is OCR'd and stored"
+)
+_IMDECODE_RAISES = (
+    "500: decode.py calls cv2.imdecode unguarded; for a side over 2^20 (CV_IO_MAX_IMAGE_WIDTH/"
+    "HEIGHT) it raises cv2.error instead of returning None (found by test_fuzz)"
+)
+# file -> (why, what the failure raises today: anything else is a new failure, not this one)
+KNOWN_BUGS: dict[str, tuple[str, type[BaseException]]] = {}
+
+
+class RecordingStore(LocalStore):
+    """A LocalStore that remembers every write attempt: proves a failed request stored
+    nothing, rather than inferring it from a directory listing."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.puts: list[str] = []
+
+    def put_if_absent(self, key: str, body: bytes) -> PutOutcome:
+        self.puts.append(key)
+        return super().put_if_absent(key, body)
+
+
+def post_form(client: TestClient, form: str, name: str, data: bytes) -> httpx.Response:
+    """POST ``data`` to /ocr in one of the body forms DESIGN §2 accepts."""
+    if form == "raw_octet":
+        return client.post("/ocr", content=data,
+                           headers={"Content-Type": "application/octet-stream"})
+    if form == "raw_wrong_type":  # the declared type is a lie on purpose: bytes decide
+        return client.post("/ocr", content=data, headers={"Content-Type": "image/jpeg"})
+    if form in ("multipart_image", "multipart_file"):
+        field = form.removeprefix("multipart_")
+        return client.post("/ocr", files={field: (name, data, "application/octet-stream")})
+    if form == "base64_json":
+        return client.post("/ocr", json={"image_base64": base64.b64encode(data).decode()})
+    raise ValueError(form)
+
+
+def assert_error_shape(resp: httpx.Response) -> dict[str, str]:
+    """Exactly ``{"error": {"code", "message"}}`` with non-empty strings, as JSON."""
+    assert resp.headers["content-type"].startswith("application/json"), resp.headers
+    body = resp.json()
+    assert set(body) == {"error"}, body
+    error = body["error"]
+    assert set(error) == {"code", "message"}, body
+    assert isinstance(error["code"], str) and error["code"], body
+    assert isinstance(error["message"], str) and error["message"], body
+    return error
+
+
+class CorpusApp:
+    """One app for the whole module: identical bytes in later forms are cache hits, so each
+    good case pays for OCR once."""
+
+    def __init__(self, root: Path, engine) -> None:
+        self.store = RecordingStore(root)
+        self.counting = CountingEngine(engine)
+        self.app = create_app(Settings(results_dir=root), store=self.store,
+                              engine_factory=lambda: self.counting)
+        self.client = TestClient(self.app, raise_server_exceptions=True)
+        self.pipeline: str = self.app.state.pipeline
+
+    def key(self, data: bytes) -> str:
+        return result_key(self.pipeline, content_hash(data, None))
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory, engine):
+    app = CorpusApp(tmp_path_factory.mktemp("corpus-store"), engine)
+    with app.client:
+        yield app
+
+
+def _case_params() -> list[Any]:
+    params = []
+    for case in CASES:
+        marks = []
+        if case["file"] in KNOWN_BUGS:
+            reason, raises = KNOWN_BUGS[case["file"]]
+            marks.append(pytest.mark.xfail(strict=True, reason=reason, raises=raises))
+        params.append(pytest.param(case, id=case["file"], marks=marks))
+    return params
+
+
+def test_manifest_lists_every_file():
+    on_disk = {p.name for p in CORPUS.iterdir() if p.name != "expected.json"}
+    assert on_disk == set(BY_FILE)
+    assert all(case["status"] in (200, 400, 413, 415) for case in CASES)
+    assert all((case["status"] == 200) == (case.get("code") is None) for case in CASES)
+
+
+@pytest.mark.parametrize("case", _case_params())
+def test_corpus_case(corpus: CorpusApp, case: dict[str, Any]):
+    """Every body form in turn (one test per file keeps a known bug to one xfail line)."""
+    data = (CORPUS / case["file"]).read_bytes()
+    for form in FORMS:
+        calls_before, puts_before = corpus.counting.calls, len(corpus.store.puts)
+        resp = post_form(corpus.client, form, case["file"], data)
+        assert resp.status_code == case["status"], (form, case["why"], resp.text[:300])
+        if case["status"] == 200:
+            check_success(corpus, case, data, resp)
+            continue
+        error = assert_error_shape(resp)
+        assert error["code"] == case["code"], (form, error)
+        assert corpus.counting.calls == calls_before, f"{form}: a refused input ran inference"
+        assert len(corpus.store.puts) == puts_before, f"{form}: a refused input was stored"
+        assert corpus.store.get(corpus.key(data)) is None, form
+
+
+def check_success(corpus: CorpusApp, case: dict[str, Any], data: bytes,
+                  resp: httpx.Response) -> None:
+    body = resp.json()
+    assert body["stored"] is True and body["result_url"]
+    stored = corpus.store.get(corpus.key(data))
+    assert stored is not None, "a 200 must be stored (or say stored: false)"
+    result = json.loads(stored.body)
+    assert result == {k: body[k] for k in result}
+    checks = case.get("checks", {})
+    if "width" in checks:
+        assert (body["image"]["width"], body["image"]["height"]) == (
+            checks["width"], checks["height"])
+    if "lines" in checks:
+        assert len(body["lines"]) == checks["lines"] and body["text"] == ""
+    if "text" in checks:
+        assert body["text"] == checks["text"]
+    if "text_contains" in checks:
+        assert checks["text_contains"] in body["text"]
+    if "same_text_as" in checks:
+        reference = BY_FILE[checks["same_text_as"]]["checks"]
+        assert body["text"] == reference["text"]
+        assert (body["image"]["width"], body["image"]["height"]) == (
+            reference["width"], reference["height"])
+
+
+HEADER_BOMBS = [case for case in CASES if case.get("code") == "too_many_pixels"]
+
+
+@pytest.mark.parametrize("case", HEADER_BOMBS, ids=[c["file"] for c in HEADER_BOMBS])
+def test_pixel_bombs_are_refused_from_the_header(corpus: CorpusApp, case, monkeypatch):
+    """No full decode may even start: both decoders are booby-trapped, and the request's
+    Python-side allocations stay tiny (50,000² 8-bit pixels would be 2.5 GB)."""
+    import edgeocr.decode
+
+    def trap(*_a: object, **_k: object) -> None:
+        raise AssertionError("a full decode ran for an image refused by its header")
+
+    monkeypatch.setattr(cv2, "imdecode", trap)
+    monkeypatch.setattr(edgeocr.decode, "_decode_with_pillow", trap)
+    data = (CORPUS / case["file"]).read_bytes()
+    tracemalloc.start()
+    try:
+        resp = post_form(corpus.client, "raw_octet", case["file"], data)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert resp.status_code == 413 and assert_error_shape(resp)["code"] == "too_many_pixels"
+    assert peak < 8 * 1024 * 1024, f"peak {peak} bytes while refusing {case['file']}"
