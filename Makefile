@@ -36,12 +36,12 @@ test: setup lint chromium nginx checkov-venv
 
 # Debian Chromium for the browser tests (tests/test_web.py); a no-op once installed.
 chromium:
-	bash scripts/ensure_chromium.sh
+	bash scripts/ensure_deb.sh chromium /usr/bin/chromium
 
 # Debian nginx-light, the local CloudFront (`make serve EDGE=1`, tests/test_edge.py); a no-op
 # once installed.
 nginx:
-	bash scripts/ensure_nginx.sh
+	bash scripts/ensure_deb.sh nginx-light nginx
 
 eval: setup
 	$(PY) scripts/eval.py $(EVAL_ARGS)

@@ -48,7 +48,7 @@ FAKE_AWS = {  # moto accepts anything; fake values keep real credentials off the
     "AWS_SESSION_TOKEN": "testing",
     "AWS_DEFAULT_REGION": "us-east-1",
 }
-INSTALL_HINT = ("nginx is not installed: `make nginx` (scripts/ensure_nginx.sh), or "
+INSTALL_HINT = ("nginx is not installed: `make nginx` (scripts/ensure_deb.sh), or "
                 "`apt-get install nginx-light`")
 PR_SET_PDEATHSIG = 1
 

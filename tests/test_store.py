@@ -47,23 +47,28 @@ def test_s3_store_over_http(s3_env):
     check_write_once(store, lambda k: client.head_object(Bucket=s3_env, Key=k))
 
 
-def test_s3_race_leaves_exactly_one_object(s3_env):
-    """16 writers race on one key through the moto server: one creates, all agree."""
-    store = S3Store(s3_env)
-    barrier = threading.Barrier(16)
+def race(store, writers: int = 16) -> list:
+    """``writers`` threads put different bodies under one key at the same instant."""
+    barrier = threading.Barrier(writers)
     outcomes = []
 
     def write(i: int) -> None:
         barrier.wait()
         outcomes.append(store.put_if_absent(KEY, f'{{"writer": {i}}}'.encode()))
 
-    threads = [threading.Thread(target=write, args=(i,)) for i in range(16)]
+    threads = [threading.Thread(target=write, args=(i,)) for i in range(writers)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     assert sum(o.created for o in outcomes) == 1
     assert len({o.obj.body for o in outcomes}) == 1
+    return outcomes
+
+
+def test_s3_race_leaves_exactly_one_object(s3_env):
+    """16 writers race on one key through the moto server: one creates, all agree."""
+    race(S3Store(s3_env))
     listing = boto3.client("s3").list_objects_v2(Bucket=s3_env, Prefix="results/")
     assert [o["Key"] for o in listing["Contents"]] == [KEY]
 
@@ -74,21 +79,7 @@ def test_local_store(tmp_path):
 
 
 def test_local_store_race(tmp_path):
-    store = LocalStore(tmp_path)
-    barrier = threading.Barrier(16)
-    outcomes = []
-
-    def write(i: int) -> None:
-        barrier.wait()
-        outcomes.append(store.put_if_absent(KEY, f'{{"writer": {i}}}'.encode()))
-
-    threads = [threading.Thread(target=write, args=(i,)) for i in range(16)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert sum(o.created for o in outcomes) == 1
-    assert len({o.obj.body for o in outcomes}) == 1
+    race(LocalStore(tmp_path))
 
 
 def test_local_store_refuses_escaping_keys(tmp_path):
