@@ -86,3 +86,17 @@ def test_tesseract_rotated_page(engine, eval_dir, manifest):
     # the first point of a box is the top-left of the text: bottom-right in image terms
     (x0, y0), _, (x2, y2), _ = out.lines[0].box
     assert x0 > x2 and y0 > y2
+
+
+def test_very_wide_line_is_split_and_joined(engine, eval_dir, manifest):
+    """Three copies of a real scanned line side by side (≈ 3,600 px at 46 px high, far
+    past one recognition pass): cut at quiet columns, read, and joined with spaces."""
+    item = manifest["uw3_0028_010012"]
+    line = cv2.imread(str(eval_dir / item["file"]))
+    gap = np.full((line.shape[0], 40, 3), 255, np.uint8)
+    wide = np.hstack([line, gap, line, gap, line])
+    assert wide.shape[1] > engine.recognizer.max_width * wide.shape[0] / 48 * 1.5
+    out = engine.ocr_image(wide, mode="line")
+    assert len(out.lines) == 1
+    expected = " ".join([item["text"]] * 3)
+    assert cer_count(out.lines[0].text, expected).cer <= 0.02, out.lines[0].text
