@@ -39,6 +39,8 @@ from urllib.parse import urlsplit
 import httpx
 from PIL import Image
 
+from serve import free_port  # scripts/serve.py, beside this file
+
 ROOT = Path(__file__).resolve().parents[1]
 EVAL_IMAGES = (ROOT / ".." / "shared" / "eval" / "images").resolve()
 DEFAULT_POOL = ("en_words_ic15/*.png", "en_doclines_uw3/*.png", "peer_rapidocr_lines/*.jpg")
@@ -99,12 +101,6 @@ def require_loopback(url: str) -> None:
     if not all(ipaddress.ip_address(a.split("%")[0]).is_loopback for a in addresses):
         raise SystemExit(f"refusing to load {host} ({', '.join(sorted(addresses))}): "
                          "loopback addresses only")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @contextmanager

@@ -12,11 +12,9 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,24 +22,12 @@ from pathlib import Path
 
 import pytest
 
+from serve import free_port, healthy  # scripts/serve.py; scripts/ is on sys.path (conftest)
+
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCHER = ROOT / "scripts" / "serve.py"
 # settings from the caller's shell that would change what a test server does
 FOREIGN = {"OCR_HASH_SECRET", "RESULTS_BUCKET", "CDN_BASE_URL", "AWS_ENDPOINT_URL_S3"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/healthz", timeout=2) as r:
-            return r.status == 200
-    except OSError:
-        return False
 
 
 def clean_env(**extra: str) -> dict[str, str]:
