@@ -382,7 +382,7 @@ class FunctionConfig:
     layers: list[str] = field(default_factory=lambda: ["ModelLayer"])
 
 
-def _load_yaml(path: Path) -> dict:
+def load_cfn_yaml(path: Path) -> dict:
     import yaml  # PyYAML (dev venv); CloudFormation short-form tags read as their long form
 
     class Loader(yaml.SafeLoader):
@@ -421,7 +421,7 @@ def load_function_config(build_dir: Path, function: str) -> FunctionConfig:
     template = build_dir / "template.yaml"
     if not template.is_file():
         return config
-    doc = _load_yaml(template)
+    doc = load_cfn_yaml(template)
     params = doc.get("Parameters") or {}
     glob = (doc.get("Globals") or {}).get("Function") or {}
     props = {**glob, **((doc.get("Resources") or {}).get(function) or {}).get("Properties", {})}

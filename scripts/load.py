@@ -39,7 +39,7 @@ from urllib.parse import urlsplit
 import httpx
 from PIL import Image
 
-from serve import free_port  # scripts/serve.py, beside this file
+from serve import free_port, terminate  # scripts/serve.py, beside this file
 
 ROOT = Path(__file__).resolve().parents[1]
 EVAL_IMAGES = (ROOT / ".." / "shared" / "eval" / "images").resolve()
@@ -120,12 +120,7 @@ def local_server(startup_timeout: float = 120.0) -> Iterator[str]:
         wait_healthy(url, proc, startup_timeout)
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        terminate(proc, grace_s=15)
         log.close()
         shutil.rmtree(workdir, ignore_errors=True)
 

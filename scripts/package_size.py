@@ -21,6 +21,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from invoke import load_cfn_yaml  # scripts/invoke.py: the one CloudFormation YAML reader
+
 MIB = 1024 * 1024
 LAMBDA_LIMIT_BYTES = 262_144_000  # 250 MiB: "Unzipped size must be smaller than 262144000 bytes"
 DEFAULT_TARGET_MIB = 240
@@ -65,23 +67,6 @@ def measure(name: str, kind: str, path: Path) -> Artifact:
     return art
 
 
-def _load_template(path: Path) -> dict:
-    import yaml  # PyYAML; CloudFormation short-form tags are kept as plain values
-
-    class Loader(yaml.SafeLoader):
-        pass
-
-    def any_tag(loader, suffix, node):
-        if isinstance(node, yaml.ScalarNode):
-            return {suffix: loader.construct_scalar(node)}
-        if isinstance(node, yaml.SequenceNode):
-            return {suffix: loader.construct_sequence(node, deep=True)}
-        return {suffix: loader.construct_mapping(node, deep=True)}
-
-    Loader.add_multi_constructor("!", any_tag)
-    return yaml.load(path.read_text(), Loader=Loader)  # a SafeLoader subclass
-
-
 def _local(build: Path, uri: object) -> Path | None:
     if isinstance(uri, str) and not uri.startswith("s3://"):
         p = (build / uri).resolve()
@@ -92,7 +77,7 @@ def _local(build: Path, uri: object) -> Path | None:
 def _ref(value: object) -> str | None:
     if isinstance(value, dict) and len(value) == 1:
         key, target = next(iter(value.items()))
-        if key in ("Ref", "!Ref") and isinstance(target, str):
+        if key == "Ref" and isinstance(target, str):
             return target
     return None
 
@@ -100,7 +85,7 @@ def _ref(value: object) -> str | None:
 def discover(build: Path) -> list[tuple[Artifact, list[Artifact]]]:
     """(function, its layers) for every function in the built template."""
     template = build / "template.yaml"
-    resources = _load_template(template).get("Resources", {}) if template.is_file() else {}
+    resources = load_cfn_yaml(template).get("Resources", {}) if template.is_file() else {}
     layers: dict[str, Artifact] = {}
     for lid, res in resources.items():
         if res.get("Type") in ("AWS::Serverless::LayerVersion", "AWS::Lambda::LayerVersion"):

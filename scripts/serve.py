@@ -122,6 +122,16 @@ def spawn(name: str, cmd: list[str], env: dict[str, str], log: Path | None = Non
     return Child(name, proc, log)
 
 
+def terminate(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
+    """SIGTERM a single process, SIGKILL it after a grace period, and reap it."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def stop(child: Child, grace_s: float = 10.0) -> None:
     """SIGTERM the child's whole process group (nginx workers too), SIGKILL after a grace."""
     proc = child.proc

@@ -22,7 +22,11 @@ from pathlib import Path
 
 import pytest
 
-from serve import free_port, healthy  # scripts/serve.py; scripts/ is on sys.path (conftest)
+from serve import (  # scripts/serve.py; scripts/ is on sys.path (conftest)
+    free_port,
+    healthy,
+    terminate,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCHER = ROOT / "scripts" / "serve.py"
@@ -63,12 +67,7 @@ def edgeocr_serve(results_dir: Path, log_path: Path, port: int | None = None,
                 time.sleep(0.1)
             yield url
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            terminate(proc)
 
 
 @dataclass(frozen=True)

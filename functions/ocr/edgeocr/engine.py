@@ -28,7 +28,7 @@ from .detect import TextDetector
 from .geometry import box_size, crop_quad, rotate_image, rotate_points
 from .layout import group_rows, reading_order
 from .models import CLS_FILE, DET_FILE, REC_FILE, ModelSet, create_session
-from .recognize import Recognition, TextRecognizer
+from .recognize import HEIGHT, Recognition, TextRecognizer
 from .settings import Settings
 
 Mode = Literal["auto", "page", "line"]
@@ -175,7 +175,7 @@ class Engine:
             return False
         # the widest lines, each cut to what one recognition pass reads: the verdict needs
         # a few words, not a 20,000 px banner read twice
-        limit = self.recognizer.max_width / 48
+        limit = self.recognizer.max_width / HEIGHT
         sample = [crops[i][:, : int(crops[i].shape[0] * limit) + 1]
                   for i in np.argsort(-weights)[:_TIE_SAMPLE]]
         upright = _mean_conf(self.recognizer(sample))
