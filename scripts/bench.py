@@ -215,9 +215,11 @@ def build_engines(threads: int) -> dict[str, Runner]:
     os.environ["OCR_THREADS"] = str(threads)
     from rapidocr import RapidOCR
 
-    from edgeocr.engine import Engine
+    from edgeocr.ocr.engine import Engine
+    from edgeocr.settings import Settings
 
-    ours = Engine()
+    s = Settings.from_env()
+    ours = Engine(s.model_dir, s.engine, s.threads)
     peer = RapidOCR(params={
         "Global.log_level": "error",
         "EngineConfig.onnxruntime.intra_op_num_threads": threads,

@@ -98,9 +98,11 @@ class Ours(Runner):
     name = "ours"
 
     def __init__(self) -> None:
-        from edgeocr.engine import Engine
+        from edgeocr.ocr.engine import Engine
+        from edgeocr.settings import Settings
 
-        self.engine = Engine()
+        s = Settings.from_env()
+        self.engine = Engine(s.model_dir, s.engine, s.threads)
 
     def run(self, item: Item) -> Outcome:
         from edgeocr.errors import InputError

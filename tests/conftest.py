@@ -30,6 +30,8 @@ def manifest(eval_dir: Path) -> dict[str, dict]:
 
 @pytest.fixture(scope="session")
 def engine():
-    from edgeocr.engine import Engine
+    from edgeocr.ocr.engine import Engine
+    from edgeocr.settings import Settings
 
-    return Engine()
+    s = Settings()
+    return Engine(s.model_dir, s.engine, s.threads)

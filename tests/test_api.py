@@ -9,7 +9,7 @@ import json
 import pytest
 from fastapi.testclient import TestClient
 
-from edgeocr.api import create_app
+from edgeocr.http.app import create_app
 from edgeocr.keys import content_hash
 from edgeocr.settings import Settings
 from edgeocr.store import CACHE_CONTROL, LocalStore, StoreError

@@ -24,7 +24,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from edgeocr.api import create_app
+from edgeocr.http.app import create_app
 from edgeocr.keys import content_hash, result_key
 from edgeocr.settings import Settings
 from edgeocr.store import LocalStore, PutOutcome
@@ -179,13 +179,13 @@ HEADER_BOMBS = [case for case in CASES if case.get("code") == "too_many_pixels"]
 def test_pixel_bombs_are_refused_from_the_header(corpus: CorpusApp, case, monkeypatch):
     """No full decode may even start: both decoders are booby-trapped, and the request's
     Python-side allocations stay tiny (50,000² 8-bit pixels would be 2.5 GB)."""
-    import edgeocr.decode
+    import edgeocr.ocr.decode
 
     def trap(*_a: object, **_k: object) -> None:
         raise AssertionError("a full decode ran for an image refused by its header")
 
     monkeypatch.setattr(cv2, "imdecode", trap)
-    monkeypatch.setattr(edgeocr.decode, "_decode_with_pillow", trap)
+    monkeypatch.setattr(edgeocr.ocr.decode, "_decode_with_pillow", trap)
     data = (CORPUS / case["file"]).read_bytes()
     tracemalloc.start()
     try:

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from edgeocr.ctc import greedy_decode, load_charset
+from edgeocr.ocr.ctc import greedy_decode, load_charset
 
 CHARSET = ["<blank>", "a", "b", "c", " "]
 

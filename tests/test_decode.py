@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from edgeocr.decode import decode, sniff_format
 from edgeocr.errors import TooLarge, UnreadableImage, UnsupportedFormat
+from edgeocr.ocr.decode import decode, sniff_format
 
 LIMITS = {"max_bytes": 10 * 1024 * 1024, "max_pixels": 40_000_000}
 

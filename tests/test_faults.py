@@ -24,7 +24,7 @@ import pytest
 from botocore.config import Config
 from fastapi.testclient import TestClient
 
-from edgeocr.api import create_app
+from edgeocr.http.app import create_app
 from edgeocr.keys import content_hash, result_key
 from edgeocr.settings import Settings
 from edgeocr.store import S3Store

@@ -34,7 +34,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from edgeocr.api import create_app
+from edgeocr.http.app import create_app
 from edgeocr.keys import content_hash, result_key
 from edgeocr.settings import Settings
 from test_corpus import RecordingStore, assert_error_shape

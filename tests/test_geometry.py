@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from edgeocr.geometry import (
+from edgeocr.ocr.geometry import (
     box_size,
     crop_quad,
     order_clockwise,

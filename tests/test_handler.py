@@ -16,7 +16,7 @@ import boto3
 import pytest
 from mangum import Mangum
 
-from edgeocr.api import create_app
+from edgeocr.http.app import create_app
 from edgeocr.settings import Settings
 from edgeocr.store import CACHE_CONTROL
 from scoring import bow_count

@@ -1,6 +1,6 @@
 import numpy as np
 
-from edgeocr.layout import group_rows, reading_order
+from edgeocr.ocr.layout import group_rows, reading_order
 
 
 def rect(x, y, w, h):

@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 import boto3
 from fastapi.testclient import TestClient
 
-from edgeocr.api import create_app
+from edgeocr.http.app import create_app
 from edgeocr.settings import Settings
 from test_api import CountingEngine
 

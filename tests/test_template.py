@@ -326,9 +326,11 @@ import json, sys, time
 t0 = time.perf_counter()
 sys.path[:0] = [sys.argv[1]]
 import cv2, numpy, onnxruntime
-from edgeocr.engine import Engine
+from edgeocr.ocr.engine import Engine
+from edgeocr.settings import Settings
 t1 = time.perf_counter()
-engine = Engine()
+s = Settings.from_env()
+engine = Engine(s.model_dir, s.engine, s.threads)
 t2 = time.perf_counter()
 out = engine.ocr(open(sys.argv[2], "rb").read())
 print(json.dumps({"cv2": cv2.__file__, "cv2_version": cv2.__version__,

@@ -6,7 +6,8 @@ loads the ONNX sessions, and later invocations of this execution environment reu
 
 from mangum import Mangum
 
-from edgeocr.api import create_app
+from edgeocr.http.app import create_app
+from edgeocr.settings import Settings
 
-app = create_app()
+app = create_app(Settings.from_env())
 handler = Mangum(app, lifespan="off")

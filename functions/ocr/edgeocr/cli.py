@@ -9,21 +9,24 @@ import sys
 from pathlib import Path
 
 from .errors import InputError
+from .settings import Settings
 
 
 def _ocr(args: argparse.Namespace) -> int:
-    from .engine import Engine
     from .keys import content_hash, pipeline_id
+    from .ocr.engine import Engine
     from .result import build_result
 
-    engine = Engine()
-    pipeline = pipeline_id(engine.models, engine.settings.engine)
+    settings = Settings.from_env()
+    engine = Engine(settings.model_dir, settings.engine, settings.threads)
+    pipeline = pipeline_id(engine.models, settings.engine)
     failed = 0
     for name in args.files:
         try:
             data = Path(name).read_bytes()
-            output = engine.ocr(data, mode=args.mode)
-            result = build_result(output, content_hash(data, engine.settings.hash_secret), pipeline)
+            output = engine.ocr(data, mode=args.mode, max_bytes=settings.max_bytes,
+                                max_pixels=settings.max_pixels)
+            result = build_result(output, content_hash(data, settings.hash_secret), pipeline)
         except InputError as exc:
             failed += 1
             _emit(args, {"file": name, "error": {"code": exc.code, "message": exc.message}})
@@ -55,9 +58,17 @@ def _serve(args: argparse.Namespace) -> int:
     # EMF metric lines are for CloudWatch; locally they would only bury the access log
     os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
     print(f"edgeocr: serving on http://{args.host}:{port}/", flush=True)
-    uvicorn.run("edgeocr.api:create_app", factory=True, host=args.host, port=port,
+    uvicorn.run("edgeocr.cli:serve_app", factory=True, host=args.host, port=port,
                 log_level="info")
     return 0
+
+
+def serve_app():
+    """The app ``edgeocr serve`` runs (a uvicorn factory: this entry point reads the
+    environment, nothing below it does)."""
+    from .http.app import create_app
+
+    return create_app(Settings.from_env())
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,7 +6,7 @@ import hashlib
 import hmac
 import json
 
-from .models import MODEL_NAMES, ModelSet
+from .ocr.models import MODEL_NAMES, ModelSet
 from .settings import EngineSettings
 
 SCHEMA = "edgeocr.result/1"

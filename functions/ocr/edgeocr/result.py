@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
-from .engine import OcrOutput
 from .keys import SCHEMA
-from .models import MODEL_NAMES
+from .ocr.engine import OcrOutput
+from .ocr.models import MODEL_NAMES
 
 
 def build_result(output: OcrOutput, digest: str, pipeline: str) -> dict[str, Any]:

@@ -10,6 +10,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .ocr.config import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, EngineSettings
+
 _LOCAL_MODEL_DIR = Path(__file__).resolve().parents[3] / "layers" / "model" / "build" / "model"
 _LAMBDA_MODEL_DIR = Path("/opt/model")
 
@@ -32,29 +34,11 @@ def _str(name: str, default: str | None = None) -> str | None:
 
 
 @dataclass(frozen=True)
-class EngineSettings:
-    """Settings that change OCR output; all of them feed the pipeline id."""
-
-    det_max_side: int = 960
-    det_max_side_wide: int = 1312
-    det_max_upscale: float = 2.0
-    det_thresh: float = 0.3
-    det_box_thresh: float = 0.5
-    det_unclip_ratio: float = 1.6
-    cls_thresh: float = 0.9
-    text_score: float = 0.5
-    max_line_ratio: int = 40
-
-    def fingerprint(self) -> dict[str, float | int]:
-        return dict(sorted(self.__dict__.items()))
-
-
-@dataclass(frozen=True)
 class Settings:
     model_dir: Path = field(default_factory=_default_model_dir)
     threads: int = 0  # 0 = ONNX Runtime's default (one per physical core)
-    max_bytes: int = 10 * 1024 * 1024
-    max_pixels: int = 40_000_000
+    max_bytes: int = DEFAULT_MAX_BYTES
+    max_pixels: int = DEFAULT_MAX_PIXELS
     hash_secret: str | None = None
     results_bucket: str | None = None
     cdn_base_url: str | None = None

@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 import cv2
 import numpy as np
 
 from .classify import LineClassifier
+from .config import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, EngineSettings
 from .ctc import load_charset
 from .decode import DecodedImage, ImageInfo, decode, to_bgr8
 from .detect import TextDetector
@@ -29,7 +31,6 @@ from .geometry import box_size, crop_quad, rotate_image, rotate_points
 from .layout import group_rows, reading_order
 from .models import CLS_FILE, DET_FILE, REC_FILE, ModelSet, create_session
 from .recognize import HEIGHT, Recognition, TextRecognizer
-from .settings import Settings
 
 Mode = Literal["auto", "page", "line"]
 
@@ -60,11 +61,12 @@ class OcrOutput:
 
 
 class Engine:
-    def __init__(self, settings: Settings | None = None) -> None:
-        self.settings = settings or Settings.from_env()
-        self.models = ModelSet.load(self.settings.model_dir)
-        threads = self.settings.threads
-        es = self.settings.engine
+    def __init__(self, model_dir: Path, config: EngineSettings | None = None,
+                 threads: int = 0) -> None:
+        """``threads`` 0 leaves ONNX Runtime its default (one per physical core)."""
+        self.config = config or EngineSettings()
+        self.models = ModelSet.load(model_dir)
+        es = self.config
         det = create_session(self.models.path(DET_FILE), threads)
         cls = create_session(self.models.path(CLS_FILE), threads)
         rec = create_session(self.models.path(REC_FILE), threads)
@@ -77,11 +79,11 @@ class Engine:
         self.classifier = LineClassifier(cls)
         self.recognizer = TextRecognizer(rec, charset, max_ratio=es.max_line_ratio)
 
-    def ocr(self, data: bytes, mode: Mode = "auto") -> OcrOutput:
+    def ocr(self, data: bytes, mode: Mode = "auto", *, max_bytes: int = DEFAULT_MAX_BYTES,
+            max_pixels: int = DEFAULT_MAX_PIXELS) -> OcrOutput:
         """Validate, decode and OCR encoded image bytes."""
         t0 = time.perf_counter()
-        decoded = decode(data, max_bytes=self.settings.max_bytes,
-                         max_pixels=self.settings.max_pixels)
+        decoded = decode(data, max_bytes=max_bytes, max_pixels=max_pixels)
         decode_ms = round((time.perf_counter() - t0) * 1000, 1)
         out = self.ocr_decoded(decoded, mode=mode)
         out.timings_ms = {"decode": decode_ms, **out.timings_ms}
@@ -101,7 +103,7 @@ class Engine:
         h, w = img.shape[:2]
         info = info or ImageInfo(width=w, height=h, format="raw", bytes=int(img.nbytes))
         clock = _Clock()
-        es = self.settings.engine
+        es = self.config
 
         boxes = [] if mode == "line" else [d.box for d in self.detector(img)]
         clock.lap("detect")

@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from .errors import TooLarge, UnreadableImage, UnsupportedFormat
+from ..errors import TooLarge, UnreadableImage, UnsupportedFormat
 
 # We enforce our own pixel limit before decoding; Pillow's global bomb check would only
 # duplicate it with a different threshold.

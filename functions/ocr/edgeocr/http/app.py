@@ -10,10 +10,8 @@ import base64
 import binascii
 import json
 import re
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,17 +23,18 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from . import __version__
-from .errors import InputError, TooLarge, UnsupportedFormat
-from .keys import content_hash, pipeline_id, result_key
-from .models import ModelSet
-from .observability import RequestLogMiddleware, logger
-from .settings import Settings
-from .store import LocalStore, ResultStore, S3Store, StoredObject, StoreError
+from .. import __version__
+from ..errors import InputError, TooLarge, UnsupportedFormat
+from ..keys import pipeline_id, result_key
+from ..observability import RequestLogMiddleware, logger
+from ..ocr.models import ModelSet
+from ..service import EngineHolder, Limits, OcrService
+from ..settings import Settings
+from ..store import LocalStore, ResultStore, S3Store, StoredObject, StoreError
 
 log = logger
 
-STATIC = Path(__file__).parent / "static"
+STATIC = Path(__file__).parents[1] / "static"
 _HASH = re.compile(r"^[0-9a-f]{64}$")
 _PIPELINE = re.compile(r"^[0-9a-f]{16}$")
 _STATUS = {"unsupported_format": 415, "unsupported_media_type": 415, "too_large": 413,
@@ -53,26 +52,6 @@ class Base64Body(BaseModel):
     image_base64: str
 
 
-class EngineHolder:
-    """Builds the engine once, on first use, from any thread."""
-
-    def __init__(self, factory: Callable[[], Any]) -> None:
-        self._factory = factory
-        self._engine: Any = None
-        self._lock = threading.Lock()
-
-    @property
-    def loaded(self) -> bool:
-        return self._engine is not None
-
-    def get(self) -> Any:
-        if self._engine is None:
-            with self._lock:
-                if self._engine is None:
-                    self._engine = self._factory()
-        return self._engine
-
-
 def default_store(settings: Settings) -> ResultStore:
     if settings.results_bucket:
         return S3Store(settings.results_bucket)
@@ -84,23 +63,25 @@ def create_app(
     store: ResultStore | None = None,
     engine_factory: Callable[[], Any] | None = None,
 ) -> FastAPI:
-    settings = settings or Settings.from_env()
+    settings = settings or Settings()
     store = store if store is not None else default_store(settings)
     models = ModelSet.load(settings.model_dir)
     pipeline = pipeline_id(models, settings.engine)
 
     def build_engine():
-        from .engine import Engine
+        from ..ocr.engine import Engine
 
-        return Engine(settings)
+        return Engine(settings.model_dir, settings.engine, settings.threads)
 
     holder = EngineHolder(engine_factory or build_engine)
-    ocr_lock = threading.Semaphore(1)  # one inference at a time: ORT already uses every core
-    inflight = KeyedLocks()  # identical concurrent requests compute once, the rest read it
+    service = OcrService(store, pipeline, holder,
+                         Limits(max_bytes=settings.max_bytes, max_pixels=settings.max_pixels),
+                         hash_secret=settings.hash_secret)
 
     app = FastAPI(title="edgeocr", version=__version__,
                   description="OCR with immutable, edge-cached results.")
     app.state.settings, app.state.store, app.state.engine = settings, store, holder
+    app.state.service = service
     app.state.pipeline = pipeline
     app.add_middleware(RequestLogMiddleware)
     if settings.cors_origins:
@@ -147,69 +128,15 @@ def create_app(
         t0 = time.perf_counter()
         data = await _read_image(request, settings.max_bytes)
         # hashing, storage and inference block: keep them off the event loop
-        return await run_in_threadpool(process, request, data, t0)
-
-    def process(request: Request, data: bytes, t0: float) -> Response:
-        digest = content_hash(data, settings.hash_secret)
-        key = result_key(pipeline, digest)
-        timings: dict[str, float] = {}
-        hit = lookup(key, timings)
-        if hit is None:
-            with inflight.hold(key) as waited:
-                # whoever held the key before us may have just stored this very result
-                hit = lookup(key, timings) if waited else None
-                if hit is None:
-                    return compute(request, data, digest, key, timings, t0)
-        timings["total"] = _ms(t0)
-        return answer(request, hit, json.loads(hit.body), cached=True, key=key, timings=timings)
-
-    def lookup(key: str, timings: dict[str, float]) -> StoredObject | None:
-        t1 = time.perf_counter()
-        try:
-            return store.get(key)
-        except StoreError as exc:
-            log.warning("store get failed, computing anyway", extra={"key": key,
-                                                                      "error": str(exc)})
-            return None
-        finally:
-            timings["store_get"] = timings.get("store_get", 0.0) + _ms(t1)
-
-    def compute(request: Request, data: bytes, digest: str, key: str,
-                timings: dict[str, float], t0: float) -> Response:
-        # imported on the first miss: a Lambda whose requests are hits never loads OpenCV
-        from .decode import decode
-        from .result import build_result
-
-        t2 = time.perf_counter()
-        decoded = decode(data, max_bytes=settings.max_bytes, max_pixels=settings.max_pixels)
-        timings["decode"] = _ms(t2)
-        t3 = time.perf_counter()
-        engine = holder.get()  # only now: bad input never pays for loading the models
-        timings["engine_load"] = _ms(t3)
-        with ocr_lock:
-            output = engine.ocr_decoded(decoded)
-        result = build_result(output, digest, pipeline)
-        timings.update(output.timings_ms)
-        body = json.dumps(result, ensure_ascii=False, separators=(",", ":")).encode()
-        t4 = time.perf_counter()
-        try:
-            outcome = store.put_if_absent(key, body)
-            obj: StoredObject | None = outcome.obj
-            if not outcome.created:
-                result = json.loads(outcome.obj.body)  # someone stored it first: theirs wins
-        except StoreError as exc:
-            log.error("store put failed, answering unstored", extra={"key": key,
-                                                                     "error": str(exc)})
-            obj = None
-        timings["store_put"] = _ms(t4)
-        timings["total"] = _ms(t0)
-        return answer(request, obj, result, cached=False, key=key, timings=timings)
+        done = await run_in_threadpool(service.read, data, t0)
+        return answer(request, done.obj, done.result, cached=done.cached, key=done.key,
+                      timings=done.timings)
 
     @app.get("/ocr/{digest}", summary="The stored result for an image hash, or 404")
     def get_ocr(request: Request, digest: str) -> Response:
         if not _HASH.match(digest):
             raise ApiError(422, "invalid_hash", "the hash must be 64 lowercase hex characters")
-        key = result_key(pipeline, digest)
+        key = service.key(digest)
         obj = _get_or_503(store, key)
         if obj is None:
             raise ApiError(404, "not_found", "no stored result for this hash")
@@ -245,36 +172,6 @@ def create_app(
 
         app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app
-
-
-class KeyedLocks:
-    """One lock per key, kept only while someone holds or waits for it."""
-
-    def __init__(self) -> None:
-        self._guard = threading.Lock()
-        self._locks: dict[str, tuple[threading.Lock, int]] = {}
-
-    @contextmanager
-    def hold(self, key: str) -> Iterator[bool]:
-        """Hold the key's lock; yields whether another holder made us wait."""
-        with self._guard:
-            lock, users = self._locks.get(key, (threading.Lock(), 0))
-            self._locks[key] = (lock, users + 1)
-        try:
-            waited = not lock.acquire(blocking=False)
-            if waited:
-                lock.acquire()
-            try:
-                yield waited
-            finally:
-                lock.release()
-        finally:
-            with self._guard:
-                lock, users = self._locks[key]
-                if users == 1:
-                    del self._locks[key]
-                else:
-                    self._locks[key] = (lock, users - 1)
 
 
 def _get_or_503(store: ResultStore, key: str) -> StoredObject | None:
@@ -357,7 +254,3 @@ def _first_error(errors: Any) -> str:
         return f"{where}: {first.get('msg')}" if where else str(first.get("msg"))
     except (StopIteration, TypeError, AttributeError):
         return "malformed request"
-
-
-def _ms(since: float) -> float:
-    return round((time.perf_counter() - since) * 1000, 1)
