@@ -31,12 +31,23 @@ serve: setup
 lint: setup
 	$(VENV)/bin/ruff check functions scripts tests layers
 
-test: setup lint chromium nginx checkov-venv
+test: setup lint chromium nginx checkov-venv doc-tools
 	$(VENV)/bin/pytest -q
 
 # Debian Chromium for the browser tests (tests/test_web.py); a no-op once installed.
 chromium:
 	bash scripts/ensure_deb.sh chromium /usr/bin/chromium
+
+# Debian tools and PDFs for tests/test_documents.py; a no-op once installed. poppler-utils:
+# `pdftotext`, the ground truth of born-digital pages; qpdf: encrypted PDFs; libtasn1-doc: its
+# pdfTeX manual (36 pages) is a born-digital PDF to read (no binary, so no ensure_deb.sh).
+# shared-mime-info's spec PDF (base image) is the second one where the release ships it.
+.PHONY: doc-tools
+doc-tools:
+	bash scripts/ensure_deb.sh poppler-utils pdftotext
+	bash scripts/ensure_deb.sh qpdf qpdf
+	test -f /usr/share/doc/libtasn1-doc/libtasn1.pdf || { apt-get update -q && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q libtasn1-doc; }
 
 # Debian nginx-light, the local CloudFront (`make serve EDGE=1`, tests/test_edge.py); a no-op
 # once installed.

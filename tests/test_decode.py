@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import io
-import struct
-import zlib
 
 import cv2
 import numpy as np
@@ -13,6 +11,7 @@ from PIL import Image
 
 from edgeocr.errors import TooLarge, UnreadableImage, UnsupportedFormat
 from edgeocr.ocr.decode import decode, sniff_format
+from helpers import png_header_only
 
 LIMITS = {"max_bytes": 10 * 1024 * 1024, "max_pixels": 40_000_000}
 
@@ -41,10 +40,14 @@ def red_corner(bgr: np.ndarray) -> tuple[int, int]:
     [(1, (40, 60), (0, 0)), (3, (40, 60), (1, 1)), (6, (60, 40), (0, 1)), (8, (60, 40), (1, 0)),
      (2, (40, 60), (0, 1))],
 )
-def test_exif_orientation_is_applied(orientation, shape, corner):
-    exif = Image.Exif()
-    exif[0x0112] = orientation
-    data = encode(marker_image(), "JPEG", exif=exif, quality=95)
+@pytest.mark.parametrize("fmt", ["JPEG", "TIFF"])
+def test_exif_orientation_is_applied(orientation, shape, corner, fmt):
+    if fmt == "JPEG":
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        data = encode(marker_image(), "JPEG", exif=exif, quality=95)
+    else:  # TIFF decoders turn the page themselves: it must be turned once, not twice
+        data = encode(marker_image(), "TIFF", tiffinfo={0x0112: orientation})
     out = decode(data, **LIMITS)
     assert out.pixels.shape[:2] == shape
     assert (out.info.height, out.info.width) == shape
@@ -117,16 +120,6 @@ def test_real_eval_images_decode(eval_dir):
                 "images/receipts_sroie/X51006329399.jpg"):
         out = decode((eval_dir / rel).read_bytes(), **LIMITS)
         assert out.pixels.ndim == 3 and out.pixels.shape[2] == 3 and out.pixels.dtype == np.uint8
-
-
-def png_header_only(width: int, height: int) -> bytes:
-    """A tiny PNG whose header claims a huge size (a decompression bomb's first bytes)."""
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(
-            ">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    idat = zlib.compress(b"\x00" * 1000)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
 
 
 def test_pixel_bomb_is_refused_from_the_header():

@@ -26,3 +26,21 @@ class UnsupportedFormat(InputError):
 
 class TooLarge(InputError):
     code = "too_large"
+
+
+class UnreadableDocument(InputError):
+    """A PDF (or TIFF) that cannot be opened at all: broken, truncated, no pages."""
+
+    code = "unreadable_document"
+
+
+class EncryptedDocument(InputError):
+    """A PDF that needs a password to open."""
+
+    code = "encrypted_document"
+
+
+class PageError(InputError):
+    """One page of a readable document that cannot be rendered; the other pages still can."""
+
+    code = "unreadable_page"

@@ -105,7 +105,8 @@ def decode(data: bytes, *, max_bytes: int, max_pixels: int) -> DecodedImage:
         pixels = _decode_with_pillow(data)
     if pixels.shape[0] != height or pixels.shape[1] != width:
         raise UnreadableImage("the image data does not match its header", code="corrupt_image")
-    pixels = _orient(to_bgr8(pixels), orientation)
+    # TIFF decoders (OpenCV's and Pillow's alike) apply the orientation tag themselves
+    pixels = to_bgr8(pixels) if fmt == "tiff" else _orient(to_bgr8(pixels), orientation)
     h, w = pixels.shape[:2]
     return DecodedImage(pixels, ImageInfo(width=w, height=h, format=fmt, bytes=len(data)))
 
