@@ -13,6 +13,7 @@ was lost, or not). Every request is recorded, injected or not, so tests count at
 from __future__ import annotations
 
 import http.client
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ class Rule:
     delay: float = 0.0  # hold the response this long (seconds)
     forward: bool = True  # with a delay: forward to moto first (the write may happen)
     until: str | None = None  # the rule ends early when a request of this op arrives
+    path: str | None = None  # only requests whose path matches this regex (e.g. one key kind)
 
 
 @dataclass
@@ -52,14 +54,15 @@ class Schedule:
     seen: list[Seen] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def take(self, op: str) -> Rule | None:
-        """The first live rule for ``op``, with one use consumed."""
+    def take(self, op: str, path: str = "") -> Rule | None:
+        """The first live rule for ``op`` (and ``path``), with one use consumed."""
         with self.lock:
             for rule in self.rules:
                 if rule.until == op:
                     rule.times = 0
             for rule in self.rules:
-                if rule.op == op and rule.times > 0:
+                if rule.op == op and rule.times > 0 and (
+                        rule.path is None or re.search(rule.path, path)):
                     rule.times -= 1
                     return rule
         return None
@@ -99,24 +102,27 @@ class FaultProxy:
         self._server.server_close()
 
     # ------------------------------------------------------------------ programming faults
-    def fail(self, op: str, times: int, status: int = 503, *, until: str | None = None) -> None:
+    def fail(self, op: str, times: int, status: int = 503, *, until: str | None = None,
+             path: str | None = None) -> None:
         """Answer the next ``times`` requests of ``op`` with an S3 error (or fewer: until
         the first request of ``until``, e.g. fail reads until the app writes)."""
-        self.schedule.rules.append(Rule(op, times, status=status, until=until))
+        self.schedule.rules.append(Rule(op, times, status=status, until=until, path=path))
 
     def delay(self, op: str, times: int, seconds: float, *, forward: bool = True,
-              until: str | None = None) -> None:
+              until: str | None = None, path: str | None = None) -> None:
         self.schedule.rules.append(Rule(op, times, delay=seconds, forward=forward,
-                                        until=until))
+                                        until=until, path=path))
 
     def clear(self) -> None:
         with self.schedule.lock:
             self.schedule.rules.clear()
 
-    def count(self, op: str, *, injected: bool | None = None) -> int:
-        """Requests of ``op`` seen (all, or only those injected / passed through)."""
+    def count(self, op: str, *, injected: bool | None = None, path: str | None = None) -> int:
+        """Requests of ``op`` seen (all, or only those injected / passed through), of paths
+        matching ``path`` if given."""
         return sum(1 for s in self.schedule.seen if s.op == op and (
-            injected is None or (s.injected is not None) == injected))
+            injected is None or (s.injected is not None) == injected) and (
+            path is None or re.search(path, s.path)))
 
     def reset_counts(self) -> None:
         with self.schedule.lock:
@@ -149,7 +155,7 @@ class FaultProxy:
                 split = urlsplit(self.path)
                 op = operation(self.command, split.path, split.query)
                 body = self._body()
-                rule = proxy.schedule.take(op)
+                rule = proxy.schedule.take(op, split.path)
                 injected = None
                 if rule is not None:
                     injected = (f"status {rule.status}" if rule.status

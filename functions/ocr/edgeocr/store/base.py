@@ -2,8 +2,9 @@
 
 Both stores have the same contract: ``get`` returns the stored object or None, and
 ``put_if_absent`` stores an object only if nothing is there yet, returning whichever object
-ends up stored (ours, or the one a concurrent writer stored first). Nothing is ever
-overwritten or deleted. The store knows nothing about OCR: keys and bodies are opaque.
+ends up stored (ours, or the one a concurrent writer stored first). Write-once objects are
+never overwritten or deleted; ``put`` (overwrite) exists for the one kind of object that is
+mutable by design (progress). The store knows nothing about OCR: keys and bodies are opaque.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Protocol
 
 CONTENT_TYPE = "application/json"
 CACHE_CONTROL = "public, max-age=31536000, immutable"
+NO_STORE = "no-store"
 
 
 class StoreError(RuntimeError):
@@ -26,6 +28,7 @@ class StoredObject:
     etag: str
     content_type: str = CONTENT_TYPE
     cache_control: str = CACHE_CONTROL
+    last_modified: str | None = None  # HTTP date, as S3 gives it
 
 
 @dataclass(frozen=True)
@@ -37,7 +40,11 @@ class PutOutcome:
 class ResultStore(Protocol):
     def get(self, key: str) -> StoredObject | None: ...
 
-    def put_if_absent(self, key: str, body: bytes) -> PutOutcome: ...
+    def put_if_absent(self, key: str, body: bytes, content_type: str = CONTENT_TYPE,
+                      cache_control: str = CACHE_CONTROL) -> PutOutcome: ...
+
+    def put(self, key: str, body: bytes, content_type: str = CONTENT_TYPE,
+            cache_control: str = NO_STORE) -> StoredObject: ...
 
 
 def winner(store: ResultStore, key: str) -> PutOutcome:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from email.utils import formatdate
+
 from .base import (
     CACHE_CONTROL,
     CONTENT_TYPE,
+    NO_STORE,
     PutOutcome,
     StoredObject,
     StoreError,
@@ -33,6 +36,7 @@ class S3Store:
                     retries={"mode": "standard", "total_max_attempts": max_attempts},
                     connect_timeout=connect_timeout,
                     read_timeout=read_timeout,
+                    signature_version="s3v4",  # presigned PUTs must sign headers (SigV4)
                 ),
             )
         self.client = client
@@ -53,20 +57,48 @@ class S3Store:
             raise StoreError(f"S3 get {key}: {exc}") from exc
         except BotoCoreError as exc:
             raise StoreError(f"S3 get {key}: {exc}") from exc
+        modified = resp.get("LastModified")
         return StoredObject(
             body,
             resp.get("ETag", md5_etag(body)),
             resp.get("ContentType", CONTENT_TYPE),
             resp.get("CacheControl", CACHE_CONTROL),
+            formatdate(modified.timestamp(), usegmt=True) if modified else None,
         )
 
-    def put_if_absent(self, key: str, body: bytes) -> PutOutcome:
+    def put(self, key: str, body: bytes, content_type: str = CONTENT_TYPE,
+            cache_control: str = NO_STORE) -> StoredObject:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            resp = self.client.put_object(Bucket=self.bucket, Key=key, Body=body,
+                                          ContentType=content_type, CacheControl=cache_control)
+        except (ClientError, BotoCoreError) as exc:
+            raise StoreError(f"S3 put {key}: {exc}") from exc
+        return StoredObject(body, resp.get("ETag", md5_etag(body)), content_type, cache_control)
+
+    def presign_put(self, key: str, *, content_type: str, length: int, sha256_b64: str,
+                    expires_in: int) -> tuple[str, dict[str, str]]:
+        """A presigned PUT that signs the type, the length and the SHA-256 (S3 refuses a body
+        with another hash: 400 BadDigest), with the headers the client must send exactly."""
+        url = self.client.generate_presigned_url(
+            "put_object",
+            Params={"Bucket": self.bucket, "Key": key, "ContentType": content_type,
+                    "ContentLength": length, "ChecksumSHA256": sha256_b64},
+            ExpiresIn=expires_in, HttpMethod="PUT",
+        )
+        headers = {"Content-Type": content_type, "Content-Length": str(length),
+                   "x-amz-checksum-sha256": sha256_b64}
+        return url, headers
+
+    def put_if_absent(self, key: str, body: bytes, content_type: str = CONTENT_TYPE,
+                      cache_control: str = CACHE_CONTROL) -> PutOutcome:
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
             resp = self.client.put_object(
                 Bucket=self.bucket, Key=key, Body=body, IfNoneMatch="*",
-                ContentType=CONTENT_TYPE, CacheControl=CACHE_CONTROL,
+                ContentType=content_type, CacheControl=cache_control,
             )
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code")
@@ -79,4 +111,5 @@ class S3Store:
             raise StoreError(f"S3 put {key}: {exc}") from exc
         except BotoCoreError as exc:
             raise StoreError(f"S3 put {key}: {exc}") from exc
-        return PutOutcome(StoredObject(body, resp.get("ETag", md5_etag(body))), created=True)
+        return PutOutcome(StoredObject(body, resp.get("ETag", md5_etag(body)), content_type,
+                                       cache_control), created=True)
