@@ -326,7 +326,7 @@ def bad_cases(src: Sources, rng: random.Random) -> list[tuple[Case, bytes]]:
           rng.randbytes(4096)),
         c("text.txt", 415, "unsupported_format", "plain text", b"of file format.\n"),
         c("page.html", 415, "unsupported_format", "HTML", HTML),
-        c("doc.pdf", 415, "unsupported_format", "a minimal PDF", MINIMAL_PDF),
+        c("doc.pdf", 400, "unreadable_document", "a minimal PDF with no pages", MINIMAL_PDF),
         c("image.svg", 415, "unsupported_format", "SVG: text, not a raster we read", SVG),
         c("archive.zip", 415, "unsupported_format", "a ZIP holding a real PNG",
           zip_of("line.png", ref_png), PHOTOTEST),
@@ -370,8 +370,9 @@ def good_cases(src: Sources) -> list[tuple[Case, bytes]]:
         c("ok_animated.gif", "animated GIF: the first frame is read (the others are blank "
           "and another line)", animated_gif(src.ref, Image.new("L", (8, 8), 255), src.line2),
           **same),
-        c("ok_multipage.tif", "two-page TIFF: the first page is read",
-          multipage_tiff(src.ref, src.line2), **same),
+        c("ok_multipage.tif", "two-page TIFF: both pages are read, the first as the "
+          "reference image", multipage_tiff(src.ref, src.line2),
+          checks={"first_page_as": "ok_reference.png", "pages": 2}),
         c("ok_cmyk.jpg", "CMYK JPEG", encode(src.ref.convert("CMYK"), "JPEG", quality=90),
           **same),
         c("ok_cmyk_line.jpg", "CMYK JPEG of a real photo-ish line",

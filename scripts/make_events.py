@@ -1,4 +1,5 @@
-"""Regenerate tests/events/: API Gateway HTTP API (v2) events for the Mangum handler.
+"""Regenerate tests/events/: API Gateway HTTP API (v2) events for the Mangum handler, and
+the SQS event (carrying an S3 "object created" notification) for the worker.
 
 Each event starts as ``sam local generate-event apigateway http-api-proxy`` prints it (SAM
 CLI from .venv-sam, `make sam-venv`), then gets a real request: method, path, headers and a
@@ -58,6 +59,26 @@ def multipart(field: str, filename: str, data: bytes, mime: str) -> bytes:
     return head + data + f"\r\n--{BOUNDARY}--\r\n".encode()
 
 
+def s3_put_event(key: str) -> dict:
+    """What S3 sends the uploads queue when a presigned PUT lands (`sam local generate-event
+    s3 put`); S3 URL-encodes the key, as here."""
+    raw = subprocess.run([str(SAM), "local", "generate-event", "s3", "put", "--bucket",
+                          "edgeocr-results", "--key", key],
+                         check=True, capture_output=True, text=True).stdout
+    return json.loads(raw)
+
+
+def sqs_event(body: dict) -> dict:
+    """The worker's SQS event carrying ``body`` (`sam local generate-event sqs
+    receive-message`; its template does not escape a JSON body, so the body goes in after)."""
+    raw = subprocess.run([str(SAM), "local", "generate-event", "sqs", "receive-message",
+                          "--body", "placeholder"],
+                         check=True, capture_output=True, text=True).stdout
+    event = json.loads(raw)
+    event["Records"][0]["body"] = json.dumps(body)
+    return event
+
+
 def main() -> int:
     if not SAM.exists():
         sys.exit(f"{SAM} is missing: run `make sam-venv` first")
@@ -74,6 +95,8 @@ def main() -> int:
             .encode()),
         "get_by_hash.json": sam_event("GET", f"/ocr/{hashlib.sha256(receipt).hexdigest()}"),
     }
+    events["sqs_s3_upload.json"] = sqs_event(s3_put_event(
+        f"uploads/{hashlib.sha256(receipt).hexdigest()}"))
     get = events["get_by_hash.json"]
     get["body"], get["isBase64Encoded"] = "", False
     for name, event in events.items():

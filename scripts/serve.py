@@ -199,6 +199,46 @@ def start_moto(env: dict[str, str], run_dir: Path, bucket: str) -> tuple[Child, 
     return child, endpoint
 
 
+def setup_uploads_queue(env: dict[str, str], endpoint: str, bucket: str,
+                        visibility_s: int = 10) -> str:
+    """The AWS shape on moto: an uploads queue with a DLQ after 3 receives, and the bucket's
+    S3 → SQS notification on ``uploads/`` only (infra/template.yaml). A short visibility
+    timeout, so a failed attempt comes back within seconds here. Returns the queue URL."""
+    import boto3
+
+    creds = {"endpoint_url": endpoint, "region_name": env["AWS_DEFAULT_REGION"],
+             "aws_access_key_id": env["AWS_ACCESS_KEY_ID"],
+             "aws_secret_access_key": env["AWS_SECRET_ACCESS_KEY"],
+             "aws_session_token": env["AWS_SESSION_TOKEN"]}
+    sqs, s3 = boto3.client("sqs", **creds), boto3.client("s3", **creds)
+    dlq = sqs.create_queue(QueueName=f"{bucket}-uploads-dlq")["QueueUrl"]
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])[
+        "Attributes"]["QueueArn"]
+    url = sqs.create_queue(QueueName=f"{bucket}-uploads", Attributes={
+        "VisibilityTimeout": str(visibility_s),
+        "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "3"}),
+    })["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])[
+        "Attributes"]["QueueArn"]
+    s3.put_bucket_cors(Bucket=bucket, CORSConfiguration={"CORSRules": [{  # browser PUTs
+        "AllowedMethods": ["PUT"], "AllowedOrigins": ["*"], "ExposeHeaders": ["ETag"],
+        "AllowedHeaders": ["Content-Type", "Content-Length", "x-amz-checksum-sha256"]}]})
+    s3.put_bucket_notification_configuration(Bucket=bucket, NotificationConfiguration={
+        "QueueConfigurations": [{"QueueArn": arn, "Events": ["s3:ObjectCreated:*"],
+                                 "Filter": {"Key": {"FilterRules": [
+                                     {"Name": "prefix", "Value": "uploads/"}]}}}]})
+    return url
+
+
+def start_poller(env: dict[str, str], run_dir: Path) -> Child:
+    """The loopback stand-in for Lambda's SQS event source mapping (scripts/sqs_poller.py)."""
+    child = spawn("worker", [sys.executable, str(ROOT / "scripts" / "sqs_poller.py"),
+                             "--queue-url", env["UPLOADS_QUEUE_URL"]], env,
+                  log=run_dir / "worker.log")
+    wait_until(lambda: "polling" in child.tail(), child, timeout_s=120)
+    return child
+
+
 def edgeocr_command() -> list[str]:
     script = Path(sys.executable).with_name("edgeocr")  # the console script in this venv
     return [str(script)] if script.exists() else [sys.executable, "-m", "edgeocr.cli"]
@@ -311,8 +351,10 @@ def start_all(args: argparse.Namespace, run_dir: Path, stack: Stack) -> None:
     if args.s3 == "moto":
         moto, endpoint = start_moto(env, run_dir, env["RESULTS_BUCKET"])
         stack.children.append(moto)
-        env["AWS_ENDPOINT_URL_S3"] = endpoint
+        env["AWS_ENDPOINT_URL_S3"] = env["AWS_ENDPOINT_URL_SQS"] = endpoint
+        env["UPLOADS_QUEUE_URL"] = setup_uploads_queue(env, endpoint, env["RESULTS_BUCKET"])
         stack.s3_endpoint, stack.bucket = endpoint, env["RESULTS_BUCKET"]
+        stack.children.append(start_poller(env, run_dir))
     elif env.get("RESULTS_BUCKET"):
         stack.s3_endpoint, stack.bucket = env.get("AWS_ENDPOINT_URL_S3"), env["RESULTS_BUCKET"]
     origin_port = (args.origin_port or free_port()) if args.edge else args.port
@@ -336,7 +378,8 @@ def summary(stack: Stack) -> str:
         lines.append(f"  origin edgeocr serve: {stack.origin}/")
     lines.append(f"  store  {stack.store}")
     if stack.s3_endpoint and stack.children[0].name == "moto":
-        lines.append(f"  s3     moto at {stack.s3_endpoint} (in memory: gone when it stops)")
+        lines.append(f"  s3     moto at {stack.s3_endpoint} (in memory: gone when it stops), "
+                     "S3 → SQS → worker (scripts/sqs_poller.py)")
     if len(stack.children) > 1:  # nginx and moto log there; the app logs here
         lines.append(f"  logs   {stack.run_dir}")
     lines.append("Ctrl-C stops everything.")

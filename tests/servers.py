@@ -51,12 +51,21 @@ def _log_tail(path: Path, chars: int = 3000) -> str:
 
 @contextmanager
 def edgeocr_serve(results_dir: Path, log_path: Path, port: int | None = None,
-                  timeout_s: float = 60) -> Iterator[str]:
+                  timeout_s: float = 60, **env: str) -> Iterator[str]:
     """``edgeocr serve`` on a free loopback port over ``results_dir``; yields its base URL."""
+    with edgeocr_process(results_dir, log_path, port, timeout_s, **env) as (url, _proc):
+        yield url
+
+
+@contextmanager
+def edgeocr_process(results_dir: Path, log_path: Path, port: int | None = None,
+                    timeout_s: float = 60, **extra: str
+                    ) -> Iterator[tuple[str, subprocess.Popen]]:
+    """As ``edgeocr_serve``, yielding the process too (for tests that kill it)."""
     port = port or free_port()
-    env = clean_env(OCR_RESULTS_DIR=str(results_dir), PORT=str(port))
+    env = clean_env(OCR_RESULTS_DIR=str(results_dir), PORT=str(port), **extra)
     url = f"http://127.0.0.1:{port}"
-    with log_path.open("wb") as log:
+    with log_path.open("ab") as log:
         proc = subprocess.Popen([*_edgeocr(), "serve", "--port", str(port)], env=env, cwd=ROOT,
                                 stdout=log, stderr=subprocess.STDOUT)
         try:
@@ -65,9 +74,10 @@ def edgeocr_serve(results_dir: Path, log_path: Path, port: int | None = None,
                 if proc.poll() is not None or time.monotonic() > deadline:
                     pytest.fail(f"edgeocr serve did not come up:\n{_log_tail(log_path)}")
                 time.sleep(0.1)
-            yield url
+            yield url, proc
         finally:
-            terminate(proc)
+            if proc.poll() is None:
+                terminate(proc)
 
 
 @dataclass(frozen=True)

@@ -4,29 +4,21 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
+import io
 import json
 
 import pytest
 from fastapi.testclient import TestClient
+from PIL import Image
 
 from edgeocr.http.app import create_app
 from edgeocr.keys import content_hash
 from edgeocr.settings import Settings
 from edgeocr.store import CACHE_CONTROL, LocalStore, StoreError
-from test_decode import png_header_only
+from helpers import CountingEngine, assert_answer_is, png_header_only
 
 RECEIPT = "images/receipts_sroie/X51006329399.jpg"
-
-
-class CountingEngine:
-    """Delegates to the real engine and counts calls: proves when inference did not run."""
-
-    def __init__(self, engine) -> None:
-        self.engine, self.calls = engine, 0
-
-    def ocr_decoded(self, decoded, mode: str = "auto"):
-        self.calls += 1
-        return self.engine.ocr_decoded(decoded, mode=mode)
 
 
 @pytest.fixture
@@ -59,8 +51,20 @@ def test_raw_post_then_hit_without_inference(client, counting, receipt, tmp_path
     key = f"results/{body['pipeline']}/{digest}.json"
     assert body["result_url"].endswith(key)
     stored = json.loads((tmp_path / key).read_bytes())
-    assert stored == {k: body[k] for k in stored}
-    assert set(stored) == {"schema", "hash", "pipeline", "models", "image", "text", "lines"}
+    assert_answer_is(stored, body)
+    assert set(stored) == {"schema", "hash", "pipeline", "models", "document", "text", "pages"}
+    assert stored["schema"] == "edgeocr.result/2"
+    assert stored["document"] == {"format": "jpeg", "bytes": len(receipt), "pages": 1}
+    [page] = stored["pages"]
+    assert page["text"] == stored["text"] and page["source"] == "ocr"
+    assert "dpi" not in page and "points" not in page  # PDF pages only
+    thumb = page["thumbnail"]
+    assert thumb == f"results/{body['pipeline']}/{digest}/thumbs/1.jpg"
+    assert body["pages"][0]["thumbnail_url"] == body["result_url"].replace(key, thumb)
+    jpeg = client.get("/" + thumb)
+    assert jpeg.status_code == 200 and jpeg.headers["content-type"] == "image/jpeg"
+    assert jpeg.headers["cache-control"] == CACHE_CONTROL
+    assert max(Image.open(io.BytesIO(jpeg.content)).size) == 320
 
     second = client.post("/ocr", content=receipt, headers={"Content-Type": "image/jpeg"})
     assert second.headers["x-edgeocr-cache"] == "hit" and second.json()["cached"] is True
@@ -99,7 +103,9 @@ def test_get_by_hash_and_result_object(client, receipt):
     [
         ({"content": b"hello", "headers": {"Content-Type": "text/plain"}}, 415,
          "unsupported_media_type"),
-        ({"content": b"%PDF-1.7", "headers": {"Content-Type": "image/png"}}, 415,
+        ({"content": b"%PDF-1.7\n", "headers": {"Content-Type": "image/png"}}, 400,
+         "unreadable_document"),
+        ({"content": b"GIF88a" + b"\0" * 40, "headers": {"Content-Type": "image/gif"}}, 415,
          "unsupported_format"),
         ({"content": b"", "headers": {"Content-Type": "image/png"}}, 400, "empty_body"),
         ({"content": b"\x89PNG\r\n\x1a\n" + b"\0" * 64, "headers": {"Content-Type": "image/png"}},
@@ -165,14 +171,15 @@ def test_hmac_keys(tmp_path, counting, receipt):
     with TestClient(app) as c:
         body = c.post("/ocr", content=receipt, headers={"Content-Type": "image/jpeg"}).json()
         assert c.get("/healthz").json()["hmac"] is True
-    assert body["hash"] == content_hash(receipt, "s3cret")
-    assert body["hash"] != hashlib.sha256(receipt).hexdigest()
-    assert content_hash(receipt, "s3cret") == content_hash(receipt, "s3cret")
+    sha = hashlib.sha256(receipt).hexdigest()
+    # DESIGN §2: HMAC(secret, SHA-256 hex), computed here independently of keys.py
+    assert body["hash"] == hmac.new(b"s3cret", sha.encode(), hashlib.sha256).hexdigest()
+    assert body["hash"] != sha
     assert content_hash(receipt, "other") != body["hash"]
 
 
 class BrokenPutStore(LocalStore):
-    def put_if_absent(self, key, body):
+    def put_if_absent(self, key, body, *args, **kwargs):
         raise StoreError("S3 is down")
 
 

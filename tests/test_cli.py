@@ -33,12 +33,12 @@ def test_json_lines_in_order_with_per_file_errors(eval_dir, tmp_path):
     first, bad, third, gone = rows
     assert first["text"] == "韩国小馆"
     assert first["hash"] == hashlib.sha256(line.read_bytes()).hexdigest()
-    assert first["schema"] == "edgeocr.result/1" and len(first["pipeline"]) == 16
-    assert first["image"] == {"width": first["image"]["width"], "height": first["image"]["height"],
-                              "format": "jpeg", "bytes": line.stat().st_size}
+    assert first["schema"] == "edgeocr.result/2" and len(first["pipeline"]) == 16
+    assert first["document"] == {"format": "jpeg", "bytes": line.stat().st_size, "pages": 1}
+    assert first["pages"][0]["text"] == "韩国小馆" and first["pages"][0]["thumbnail"] is None
     assert bad["error"]["code"] == "corrupt_image" and "text" not in bad
     assert third["text"].startswith("This is a lot of 12 point text")
-    assert third["image"]["format"] == "tiff"
+    assert third["document"]["format"] == "tiff"
     assert gone["error"]["code"] == "unreadable_file"
 
 

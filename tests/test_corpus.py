@@ -27,8 +27,7 @@ from fastapi.testclient import TestClient
 from edgeocr.http.app import create_app
 from edgeocr.keys import content_hash, result_key
 from edgeocr.settings import Settings
-from edgeocr.store import LocalStore, PutOutcome
-from test_api import CountingEngine
+from helpers import CountingEngine, RecordingStore, assert_answer_is, assert_error_shape
 
 CORPUS = Path(__file__).parent / "corpus" / "bad"
 MANIFEST: dict[str, Any] = json.loads((CORPUS / "expected.json").read_text())
@@ -48,19 +47,6 @@ _IMDECODE_RAISES = (
 KNOWN_BUGS: dict[str, tuple[str, type[BaseException]]] = {}
 
 
-class RecordingStore(LocalStore):
-    """A LocalStore that remembers every write attempt: proves a failed request stored
-    nothing, rather than inferring it from a directory listing."""
-
-    def __init__(self, root: Path) -> None:
-        super().__init__(root)
-        self.puts: list[str] = []
-
-    def put_if_absent(self, key: str, body: bytes) -> PutOutcome:
-        self.puts.append(key)
-        return super().put_if_absent(key, body)
-
-
 def post_form(client: TestClient, form: str, name: str, data: bytes) -> httpx.Response:
     """POST ``data`` to /ocr in one of the body forms DESIGN §2 accepts."""
     if form == "raw_octet":
@@ -74,18 +60,6 @@ def post_form(client: TestClient, form: str, name: str, data: bytes) -> httpx.Re
     if form == "base64_json":
         return client.post("/ocr", json={"image_base64": base64.b64encode(data).decode()})
     raise ValueError(form)
-
-
-def assert_error_shape(resp: httpx.Response) -> dict[str, str]:
-    """Exactly ``{"error": {"code", "message"}}`` with non-empty strings, as JSON."""
-    assert resp.headers["content-type"].startswith("application/json"), resp.headers
-    body = resp.json()
-    assert set(body) == {"error"}, body
-    error = body["error"]
-    assert set(error) == {"code", "message"}, body
-    assert isinstance(error["code"], str) and error["code"], body
-    assert isinstance(error["message"], str) and error["message"], body
-    return error
 
 
 class CorpusApp:
@@ -154,21 +128,29 @@ def check_success(corpus: CorpusApp, case: dict[str, Any], data: bytes,
     stored = corpus.store.get(corpus.key(data))
     assert stored is not None, "a 200 must be stored (or say stored: false)"
     result = json.loads(stored.body)
-    assert result == {k: body[k] for k in result}
+    assert_answer_is(result, body)
     checks = case.get("checks", {})
     if "width" in checks:
-        assert (body["image"]["width"], body["image"]["height"]) == (
+        assert (body["pages"][0]["width"], body["pages"][0]["height"]) == (
             checks["width"], checks["height"])
     if "lines" in checks:
-        assert len(body["lines"]) == checks["lines"] and body["text"] == ""
+        assert len(body["pages"][0]["lines"]) == checks["lines"] and body["text"] == ""
     if "text" in checks:
         assert body["text"] == checks["text"]
     if "text_contains" in checks:
         assert checks["text_contains"] in body["text"]
+    if "pages" in checks:
+        assert body["document"]["pages"] == len(body["pages"]) == checks["pages"]
+    if "first_page_as" in checks:
+        reference = BY_FILE[checks["first_page_as"]]["checks"]
+        first = body["pages"][0]
+        assert first["text"] == reference["text"]
+        assert (first["width"], first["height"]) == (reference["width"], reference["height"])
+        assert all(p["text"] for p in body["pages"]), "every page has text"
     if "same_text_as" in checks:
         reference = BY_FILE[checks["same_text_as"]]["checks"]
         assert body["text"] == reference["text"]
-        assert (body["image"]["width"], body["image"]["height"]) == (
+        assert (body["pages"][0]["width"], body["pages"][0]["height"]) == (
             reference["width"], reference["height"])
 
 

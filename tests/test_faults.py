@@ -12,6 +12,7 @@ every 200 either has its object stored or says ``stored: false``.
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
 from collections.abc import Iterator
@@ -29,12 +30,12 @@ from edgeocr.keys import content_hash, result_key
 from edgeocr.settings import Settings
 from edgeocr.store import S3Store
 from faultproxy import FaultProxy
+from helpers import CountingEngine, assert_answer_is, assert_error_shape
 from s3fixtures import FAKE_CREDENTIALS
-from test_api import CountingEngine
-from test_corpus import assert_error_shape
 
 WORD = "images/en_words_ic15/word_139.png"
-RESULT_FIELDS = {"schema", "hash", "pipeline", "models", "image", "text", "lines"}
+RESULT_FIELDS = {"schema", "hash", "pipeline", "models", "document", "text", "pages"}
+RESULT = r"/results/[0-9a-f]{16}/[0-9a-f]{64}\.json$"  # the result object, not thumbnails
 FAST = {"connect_timeout": 0.5, "read_timeout": 0.5}
 
 
@@ -93,7 +94,7 @@ class Rig:
             assert set(stored) == RESULT_FIELDS, "a partial result object"
             # byte-exact: the object is the whole canonical JSON of one complete result
             assert raw == json.dumps(stored, ensure_ascii=False, separators=(",", ":")).encode()
-            assert stored == {k: body[k] for k in stored}
+            assert_answer_is(stored, body)
         else:
             assert body["result_url"] is None
             assert resp.headers["x-edgeocr-stored"] == "false"
@@ -122,11 +123,11 @@ def post(client: TestClient, data: bytes) -> httpx.Response:
 
 def test_throttled_put_is_retried_then_stored(rig: Rig, word: bytes):
     store = rig.store(max_attempts=2)
-    rig.proxy.fail("PutObject", times=total_attempts(store) - 1, status=503)
+    rig.proxy.fail("PutObject", times=total_attempts(store) - 1, status=503, path=RESULT)
     with rig.client(store) as client:
         body = rig.check_200(post(client, word), word)
     assert body["stored"] is True
-    assert rig.proxy.count("PutObject") == total_attempts(store)
+    assert rig.proxy.count("PutObject", path=RESULT) == total_attempts(store)
     assert rig.proxy.count("PutObject", injected=True) == total_attempts(store) - 1
 
 
@@ -139,7 +140,8 @@ def test_s3_down_degrades_then_stores_once_back(rig: Rig, word: bytes, status: i
         degraded = post(client, word)
         body = rig.check_200(degraded, word)
         assert body["stored"] is False and body["cached"] is False
-        assert rig.proxy.count("PutObject") == attempts  # retried, then gave up
+        # retried, then gave up (the thumbnail's put too)
+        assert rig.proxy.count("PutObject", path=RESULT) == attempts
         assert rig.head(rig.key(word)) is None
 
         rig.proxy.clear()
@@ -153,13 +155,13 @@ def test_s3_down_degrades_then_stores_once_back(rig: Rig, word: bytes, status: i
 def test_put_timeouts_degrade(rig: Rig, word: bytes):
     """Every PutObject is held past the read timeout and never reaches S3."""
     store = rig.store(max_attempts=1)
-    rig.proxy.delay("PutObject", times=100, seconds=1.5, forward=False)
+    rig.proxy.delay("PutObject", times=100, seconds=1.5, forward=False, path=RESULT)
     with rig.client(store) as client:
         started = time.monotonic()
         body = rig.check_200(post(client, word), word)
         elapsed = time.monotonic() - started
     assert body["stored"] is False
-    assert rig.proxy.count("PutObject") == total_attempts(store)
+    assert rig.proxy.count("PutObject", path=RESULT) == total_attempts(store)
     assert rig.head(rig.key(word)) is None
     assert elapsed < 10, f"the degrade path took {elapsed:.1f} s"
 
@@ -168,11 +170,12 @@ def test_timed_out_put_that_landed_is_read_back_not_rewritten(rig: Rig, word: by
     """The first PUT reaches S3 but its answer is lost (read timeout); the retry gets 412
     from the conditional write and the app answers the object that is there."""
     store = rig.store(max_attempts=2)
-    rig.proxy.delay("PutObject", times=1, seconds=1.5, forward=True)
+    rig.proxy.delay("PutObject", times=1, seconds=1.5, forward=True, path=RESULT)
     with rig.client(store) as client:
         body = rig.check_200(post(client, word), word)
     assert body["stored"] is True
-    puts = [s for s in rig.proxy.schedule.seen if s.op == "PutObject"]
+    puts = [s for s in rig.proxy.schedule.seen
+            if s.op == "PutObject" and re.search(RESULT, s.path)]
     assert len(puts) == 2 and puts[0].injected and not puts[1].injected
     head = rig.head(rig.key(word))
     time.sleep(1.1)  # LastModified has 1 s resolution: a rewrite now would show
@@ -200,7 +203,8 @@ def test_get_failing_on_hit_path_recomputes_without_rewriting(rig: Rig, word: by
         assert second["stored"] is True and second["cached"] is False  # recomputed
         assert second["text"] == first["text"]
         assert rig.proxy.count("GetObject", injected=True) >= attempts  # retried, gave up
-        assert rig.proxy.count("PutObject") == 1  # one conditional write: 412, read theirs
+        # one conditional write: 412, read theirs
+        assert rig.proxy.count("PutObject", path=RESULT) == 1
 
         # S3 reads fail throughout: the 412's read-back fails too, so the answer says so
         rig.proxy.fail("GetObject", times=100, status=503)

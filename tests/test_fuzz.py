@@ -37,7 +37,7 @@ from PIL import Image
 from edgeocr.http.app import create_app
 from edgeocr.keys import content_hash, result_key
 from edgeocr.settings import Settings
-from test_corpus import RecordingStore, assert_error_shape
+from helpers import RecordingStore, assert_answer_is, assert_error_shape
 
 _SLOW_OK = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example,
             HealthCheck.filter_too_much]
@@ -412,7 +412,7 @@ class FuzzApp:
         stored = self.store.get(key)
         assert stored is not None, "a 200 said stored: true but nothing is there"
         result = json.loads(stored.body)
-        assert result == {k: body[k] for k in result}
+        assert_answer_is(result, body)
         return resp
 
 

@@ -19,8 +19,8 @@ from mangum import Mangum
 from edgeocr.http.app import create_app
 from edgeocr.settings import Settings
 from edgeocr.store import CACHE_CONTROL
+from helpers import CountingEngine
 from scoring import bow_count
-from test_api import CountingEngine
 
 EVENTS = Path(__file__).parent / "events"
 ROOT = Path(__file__).resolve().parents[1]
@@ -89,7 +89,8 @@ def test_raw_jpeg_event_miss_then_hit(handler, lambda_env, manifest):
     assert status == 200 and headers["x-edgeocr-cache"] == "hit" and again["cached"] is True
     assert again["text"] == body["text"]
     assert handler.counting.calls == 1  # the hit ran no inference
-    assert len(s3.list_objects_v2(Bucket=lambda_env)["Contents"]) == 1
+    keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket=lambda_env)["Contents"])
+    assert keys == [key, stored["pages"][0]["thumbnail"]]  # the result and its thumbnail
 
 
 def test_get_by_hash_event(handler):
@@ -190,3 +191,64 @@ def test_hit_path_imports_no_inference_stack(lambda_env, tmp_path):
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=dict(os.environ),
                          capture_output=True, text=True, timeout=120, check=True)
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+
+
+class WorkerContext(Context):
+    """Lambda's context for the worker: the time left in this invocation."""
+
+    def __init__(self, remaining_ms: int = 300_000) -> None:
+        self.remaining_ms = remaining_ms
+
+    def get_remaining_time_in_millis(self) -> int:
+        return self.remaining_ms
+
+
+def test_worker_entry_point_reads_the_upload_an_sqs_event_names(lambda_env, engine, eval_dir,
+                                                                 monkeypatch):
+    """`app.worker` as SAM's `Handler: app.worker` loads it, fed the SQS event that `sam local
+    generate-event` made (an S3 put of uploads/{sha256} inside an SQS receive): the result is
+    stored, a duplicate delivery redoes nothing, and a record that fails is reported in
+    batchItemFailures (partial batch response) while the others succeed."""
+    event = load("sqs_s3_upload.json")
+    receipt = (eval_dir / "images/receipts_sroie/X51008123476.jpg").read_bytes()
+    sha = hashlib.sha256(receipt).hexdigest()
+    s3 = boto3.client("s3")
+    s3.put_object(Bucket=lambda_env, Key=f"uploads/{sha}", Body=receipt)  # what the PUT did
+    sys.path.insert(0, str(ROOT / "functions" / "ocr"))
+    try:
+        sys.modules.pop("app", None)
+        app = importlib.import_module("app")
+        counting = CountingEngine(engine)
+        monkeypatch.setattr(app.service.engine, "_factory", lambda: counting)
+        assert app.worker(event, WorkerContext()) == {"batchItemFailures": []}
+        key = f"results/{app.service.pipeline}/{sha}.json"
+        stored = json.loads(s3.get_object(Bucket=lambda_env, Key=key)["Body"].read())
+        assert stored["document"] == {"format": "jpeg", "bytes": len(receipt), "pages": 1}
+        assert "TAX INVOICE" in stored["text"] and counting.calls == 1
+        head = s3.head_object(Bucket=lambda_env, Key=key)
+
+        twice = copy.deepcopy(event)
+        twice["Records"].append({**event["Records"][0], "messageId": "second"})
+        broken = {**event["Records"][0], "messageId": "broken", "body": json.dumps(
+            {"continue": "ab" * 32})}  # names an upload that does not exist: nothing to do
+        twice["Records"].append(broken)
+        assert app.worker(twice, WorkerContext()) == {"batchItemFailures": []}
+        assert counting.calls == 1  # duplicates skipped
+        assert s3.head_object(Bucket=lambda_env, Key=key)["ETag"] == head["ETag"]
+
+        def crash(*_a, **_k):
+            raise RuntimeError("boom")
+
+        other = (eval_dir / "images/receipts_sroie/X51006329399.jpg").read_bytes()
+        other_sha = hashlib.sha256(other).hexdigest()
+        s3.put_object(Bucket=lambda_env, Key=f"uploads/{other_sha}", Body=other)
+        counting.ocr_image = crash
+        failing = copy.deepcopy(event)
+        failing["Records"][0]["messageId"] = "will-fail"
+        failing["Records"][0]["body"] = json.dumps({"continue": other_sha})
+        failing["Records"].append({**event["Records"][0], "messageId": "fine"})
+        answer = app.worker(failing, WorkerContext())
+        assert answer == {"batchItemFailures": [{"itemIdentifier": "will-fail"}]}
+    finally:
+        sys.path.remove(str(ROOT / "functions" / "ocr"))
+        sys.modules.pop("app", None)

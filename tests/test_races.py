@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 
 from edgeocr.http.app import create_app
 from edgeocr.settings import Settings
-from test_api import CountingEngine
+from helpers import CountingEngine
 
 
 def test_32_identical_concurrent_requests(s3_env, engine, eval_dir):
@@ -29,4 +29,5 @@ def test_32_identical_concurrent_requests(s3_env, engine, eval_dir):
     assert sum(not b["cached"] for b in bodies) == 1
     assert counting.calls == 1
     listing = boto3.client("s3").list_objects_v2(Bucket=s3_env)
-    assert len(listing["Contents"]) == 1
+    keys = sorted(o["Key"] for o in listing["Contents"])
+    assert len(keys) == 2 and keys[0].endswith(".json") and keys[1].endswith("/thumbs/1.jpg")

@@ -1,4 +1,5 @@
-"""``edgeocr ocr [--json] FILE...`` and ``edgeocr serve``."""
+"""``edgeocr ocr [--json] FILE...`` and ``edgeocr serve``: entry points, so they read the
+environment; the reading itself is the service's, as for the HTTP app and the worker."""
 
 from __future__ import annotations
 
@@ -13,20 +14,19 @@ from .settings import Settings
 
 
 def _ocr(args: argparse.Namespace) -> int:
-    from .keys import content_hash, pipeline_id
-    from .ocr.engine import Engine
-    from .result import build_result
+    from .store import MemoryStore
+    from .wiring import build_service
 
     settings = Settings.from_env()
-    engine = Engine(settings.model_dir, settings.engine, settings.threads)
-    pipeline = pipeline_id(engine.models, settings.engine)
+    service = build_service(settings, store=MemoryStore())  # read_file stores nothing
     failed = 0
     for name in args.files:
         try:
-            data = Path(name).read_bytes()
-            output = engine.ocr(data, mode=args.mode, max_bytes=settings.max_bytes,
-                                max_pixels=settings.max_pixels)
-            result = build_result(output, content_hash(data, settings.hash_secret), pipeline)
+            path = Path(name)
+            if path.stat().st_size > settings.max_upload_bytes:
+                raise InputError(f"the file is over {settings.max_upload_bytes} bytes",
+                                 code="too_many_bytes")
+            result = service.read_file(path.read_bytes(), on_page=_progress(name))
         except InputError as exc:
             failed += 1
             _emit(args, {"file": name, "error": {"code": exc.code, "message": exc.message}})
@@ -35,13 +35,33 @@ def _ocr(args: argparse.Namespace) -> int:
             failed += 1
             _emit(args, {"file": name, "error": {"code": "unreadable_file", "message": str(exc)}})
             continue
+        finally:
+            _clear_progress()
         if args.json:
             _emit(args, {"file": name, **result})
         else:
             if len(args.files) > 1:
-                print(f"== {name}")
-            print(result["text"])
+                print(f"== {name}", flush=True)
+            print(result["text"].replace("\f", "\n\f\n"), flush=True)
     return 1 if failed else 0
+
+
+def _progress(name: str):
+    """Pages done out of pages on stderr, only for a person watching a terminal."""
+    if not sys.stderr.isatty():
+        return None
+
+    def show(done: int, total: int) -> None:
+        sys.stderr.write(f"\r\x1b[K{name}: page {done}/{total}")
+        sys.stderr.flush()
+
+    return show
+
+
+def _clear_progress() -> None:
+    if sys.stderr.isatty():
+        sys.stderr.write("\r\x1b[K")
+        sys.stderr.flush()
 
 
 def _emit(args: argparse.Namespace, obj: dict) -> None:
@@ -74,10 +94,8 @@ def serve_app():
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="edgeocr", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    ocr = sub.add_parser("ocr", help="OCR local image files")
+    ocr = sub.add_parser("ocr", help="OCR local images, PDFs and TIFFs")
     ocr.add_argument("--json", action="store_true", help="one JSON object per file, per line")
-    ocr.add_argument("--mode", choices=["auto", "page", "line"], default="auto",
-                     help="auto (default) decides between a page and a single line")
     ocr.add_argument("files", nargs="+", metavar="FILE")
     ocr.set_defaults(func=_ocr)
     serve = sub.add_parser("serve", help="run the local service")
@@ -85,7 +103,13 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--port", type=int, default=0)
     serve.set_defaults(func=_serve)
     args = parser.parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:  # Ctrl-C: stop quietly, as shell tools do
+        return 130
+    except BrokenPipeError:  # `edgeocr ocr … | head`: the reader left, so do we, quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no flush error at exit
+        return 0
 
 
 if __name__ == "__main__":

@@ -45,6 +45,17 @@ class Settings:
     results_dir: Path | None = None
     cors_origins: tuple[str, ...] = ()
     engine: EngineSettings = field(default_factory=EngineSettings)
+    max_upload_bytes: int = 500 * 1024 * 1024  # as Textract; the CLI and the worker read this
+    max_pages: int = 2000
+    sync_pages: int = 4  # more pages than this in a POST /ocr: 202, and the worker reads it
+    pdf_dpi: int = 200
+    uploads_queue_url: str | None = None  # AWS: where the worker continues long documents
+    upload_token_secret: str | None = None  # local PUT /uploads tokens; None: one per process
+    local_worker: bool = True  # local store: an in-process worker reads uploads
+
+    def result_settings(self) -> dict[str, int]:
+        """The settings (beyond the engine's) that change a result, for the pipeline id."""
+        return {"pdf_dpi": self.pdf_dpi, "max_pixels": self.max_pixels}
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -61,4 +72,10 @@ class Settings:
             cdn_base_url=(_str("CDN_BASE_URL") or "").rstrip("/") or None,
             results_dir=Path(results_dir) if results_dir else None,
             cors_origins=tuple(o.strip() for o in origins.split(",") if o.strip()),
+            max_upload_bytes=_int("OCR_MAX_UPLOAD_BYTES", cls.max_upload_bytes),
+            max_pages=_int("OCR_MAX_PAGES", cls.max_pages),
+            sync_pages=_int("OCR_SYNC_PAGES", cls.sync_pages),
+            pdf_dpi=_int("OCR_PDF_DPI", cls.pdf_dpi),
+            uploads_queue_url=_str("UPLOADS_QUEUE_URL"),
+            upload_token_secret=_str("OCR_UPLOAD_TOKEN_SECRET"),
         )

@@ -1,17 +1,21 @@
-"""The HTTP API (DESIGN §2): FastAPI routes wiring bytes → key → store → engine → store.
+"""The HTTP API (DESIGN §2): parsing, errors → status, headers, uploads, the static page.
 
-The cache-hit path never imports ONNX Runtime or creates sessions: the pipeline id comes
-from the model manifest, and the engine is built on the first miss only.
+Every route calls the service; none holds the use case. The cache-hit path never imports
+ONNX Runtime or creates sessions: the pipeline id comes from the model manifest and the
+module sources, and the engine is built on the first miss only.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import json
+import hashlib
 import re
+import secrets
 import time
 from collections.abc import Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,26 +23,41 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
 from ..errors import InputError, TooLarge, UnsupportedFormat
-from ..keys import pipeline_id, result_key
+from ..keys import upload_key
+from ..local_worker import LocalWorker
 from ..observability import RequestLogMiddleware, logger
-from ..ocr.models import ModelSet
-from ..service import EngineHolder, Limits, OcrService
+from ..service import RETRYABLE_FAILURES, Answer, OcrService, Pending, StoredFailure
 from ..settings import Settings
-from ..store import LocalStore, ResultStore, S3Store, StoredObject, StoreError
+from ..store import NO_STORE, LocalStore, ResultStore, S3Store, StoredObject, StoreError
+from ..wiring import build_service
+from ..worker import Worker
+from .tokens import UploadSigner
 
 log = logger
 
 STATIC = Path(__file__).parents[1] / "static"
 _HASH = re.compile(r"^[0-9a-f]{64}$")
-_PIPELINE = re.compile(r"^[0-9a-f]{16}$")
-_STATUS = {"unsupported_format": 415, "unsupported_media_type": 415, "too_large": 413,
-           "too_many_bytes": 413, "too_many_pixels": 413}
+_RESULT_PATH = re.compile(
+    r"^results/[0-9a-f]{16}/[0-9a-f]{64}(\.json|/pages/[1-9][0-9]{0,5}\.json"
+    r"|/thumbs/[1-9][0-9]{0,5}\.jpg)$")
+UPLOAD_TTL_S = 3600  # a presigned PUT (or local token) is good for an hour
+MAX_INLINE_RESULT = 5 * 1024 * 1024  # larger results: 303 to the CDN (Lambda answers ≤ 6 MB)
+_STATUS = {
+    "unsupported_format": 415, "unsupported_media_type": 415,
+    "too_large": 413, "too_many_bytes": 413, "too_many_pixels": 413, "too_many_pages": 413,
+    "encrypted_document": 422, "processing_failed": 422, "invalid_upload_token": 403,
+}
+
+
+def status_for(code: str) -> int:
+    """The HTTP status of an input error code (also for errors the worker recorded)."""
+    return _STATUS.get(code, 400)
 
 
 class ApiError(Exception):
@@ -52,37 +71,42 @@ class Base64Body(BaseModel):
     image_base64: str
 
 
-def default_store(settings: Settings) -> ResultStore:
-    if settings.results_bucket:
-        return S3Store(settings.results_bucket)
-    return LocalStore(settings.results_dir or Path.home() / ".cache" / "edgeocr" / "results")
+class UploadRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    bytes: int = Field(gt=0)
+    content_type: str = Field(min_length=1, max_length=200)
 
 
 def create_app(
     settings: Settings | None = None,
     store: ResultStore | None = None,
     engine_factory: Callable[[], Any] | None = None,
+    service: OcrService | None = None,
 ) -> FastAPI:
+    """The app over a service (built from ``settings`` unless given). With a directory store
+    an in-process worker reads uploads, as SQS + the worker Lambda do in AWS."""
     settings = settings or Settings()
-    store = store if store is not None else default_store(settings)
-    models = ModelSet.load(settings.model_dir)
-    pipeline = pipeline_id(models, settings.engine)
+    service = service or build_service(settings, store, engine_factory)
+    store, pipeline, holder = service.store, service.pipeline, service.engine
+    local = None
+    if isinstance(store, LocalStore) and settings.local_worker:
+        local = LocalWorker(Worker(service), store)
 
-    def build_engine():
-        from ..ocr.engine import Engine
+    @asynccontextmanager
+    async def lifespan(_: FastAPI):
+        if local is not None:
+            local.start()
+        try:
+            yield
+        finally:
+            if local is not None:
+                local.stop()
 
-        return Engine(settings.model_dir, settings.engine, settings.threads)
-
-    holder = EngineHolder(engine_factory or build_engine)
-    service = OcrService(store, pipeline, holder,
-                         Limits(max_bytes=settings.max_bytes, max_pixels=settings.max_pixels),
-                         hash_secret=settings.hash_secret)
-
-    app = FastAPI(title="edgeocr", version=__version__,
+    app = FastAPI(title="edgeocr", version=__version__, lifespan=lifespan,
                   description="OCR with immutable, edge-cached results.")
     app.state.settings, app.state.store, app.state.engine = settings, store, holder
-    app.state.service = service
-    app.state.pipeline = pipeline
+    app.state.service, app.state.pipeline, app.state.local_worker = service, pipeline, local
     app.add_middleware(RequestLogMiddleware)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins),
@@ -95,8 +119,12 @@ def create_app(
 
     @app.exception_handler(InputError)
     async def _input_error(_: Request, exc: InputError) -> JSONResponse:
-        return _error(_STATUS.get(exc.code, _STATUS.get(type(exc).code, 400)), exc.code,
-                      exc.message)
+        return _error(status_for(exc.code), exc.code, exc.message)
+
+    @app.exception_handler(StoreError)
+    async def _store_error(_: Request, exc: StoreError) -> JSONResponse:
+        log.error("store failed", extra={"error": str(exc)})
+        return _error(503, "store_unavailable", "result storage is unavailable; retry")
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -107,58 +135,147 @@ def create_app(
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return _error(exc.status_code, code, str(exc.detail))
 
-    def result_url(request: Request, key: str) -> str:
-        base = settings.cdn_base_url or str(request.base_url).rstrip("/")
-        return f"{base}/{key}"
+    def base_url(request: Request) -> str:
+        return str(request.base_url).rstrip("/")
 
-    def answer(request: Request, obj: StoredObject | None, result: dict, *, cached: bool,
-               key: str, timings: dict[str, float]) -> JSONResponse:
-        url = result_url(request, key) if obj is not None else None
-        body = {**result, "cached": cached, "stored": obj is not None, "result_url": url,
-                "timings_ms": timings}
-        headers = {"ETag": f'"{result["hash"]}"', "X-Edgeocr-Cache": "hit" if cached else "miss",
-                   "X-Edgeocr-Stored": "true" if obj is not None else "false"}
+    def result_url(request: Request, key: str) -> str:
+        return f"{settings.cdn_base_url or base_url(request)}/{key}"
+
+    def answer(request: Request, done: Answer) -> Response:
+        url = result_url(request, done.key) if done.obj is not None else None
+        if done.obj is not None and len(done.obj.body) > MAX_INLINE_RESULT:
+            # over what one Lambda response carries: the client reads it from the CDN
+            return Response(status_code=303, headers={"Location": url or ""})
+        pages = [{**page, "thumbnail_url": result_url(request, page["thumbnail"])
+                  if page.get("thumbnail") and done.obj is not None else None}
+                 for page in done.result.get("pages", ())]
+        body = {**done.result, "pages": pages, "cached": done.cached,
+                "stored": done.obj is not None, "result_url": url, "timings_ms": done.timings}
+        headers = {"ETag": f'"{done.result["hash"]}"',
+                   "X-Edgeocr-Cache": "hit" if done.cached else "miss",
+                   "X-Edgeocr-Stored": "true" if done.obj is not None else "false"}
         if url:
             headers["Location"] = url
         return JSONResponse(body, headers=headers)
 
-    @app.post("/ocr", summary="OCR an image (raw body, multipart field `image`/`file`, or "
-              "JSON `{\"image_base64\": …}`)")
+    def pending(request: Request, job: Pending) -> Response:
+        status = job.status
+        body = {"status": status["status"], "pages_done": status.get("pages_done", 0),
+                "pages": status.get("pages"), "status_url": f"/ocr/{job.digest}",
+                "result_url": result_url(request, service.key(job.digest))}
+        return JSONResponse(body, status_code=202, headers={
+            "Retry-After": "2", "Cache-Control": "no-store",
+            "Location": body["status_url"]})
+
+    def respond(request: Request, outcome: Answer | Pending) -> Response:
+        return answer(request, outcome) if isinstance(outcome, Answer) else pending(
+            request, outcome)
+
+    @app.post("/ocr", summary="OCR an image or a document (raw body, multipart field "
+              "`image`/`file`, or JSON `{\"image_base64\": …}`)")
     async def post_ocr(request: Request) -> Response:
         t0 = time.perf_counter()
-        data = await _read_image(request, settings.max_bytes)
+        try:
+            data = await _read_image(request, settings.max_bytes)
+        except TooLarge as exc:
+            raise TooLarge(f"{exc.message}: send larger files with POST /uploads (up to "
+                           f"{settings.max_upload_bytes} bytes)", code=exc.code) from exc
         # hashing, storage and inference block: keep them off the event loop
-        done = await run_in_threadpool(service.read, data, t0)
-        return answer(request, done.obj, done.result, cached=done.cached, key=done.key,
-                      timings=done.timings)
+        return respond(request, await run_in_threadpool(service.read, data, t0))
 
-    @app.get("/ocr/{digest}", summary="The stored result for an image hash, or 404")
+    @app.get("/ocr/{digest}", summary="The stored result for a hash, its progress (202), "
+             "its error, or 404")
     def get_ocr(request: Request, digest: str) -> Response:
         if not _HASH.match(digest):
             raise ApiError(422, "invalid_hash", "the hash must be 64 lowercase hex characters")
-        key = service.key(digest)
-        obj = _get_or_503(store, key)
-        if obj is None:
+        found = service.find(digest)
+        if found is None or (isinstance(found, Pending) and _upload_lapsed(found.status)):
             raise ApiError(404, "not_found", "no stored result for this hash")
-        return answer(request, obj, json.loads(obj.body), cached=True, key=key, timings={})
+        return respond(request, found)
 
-    @app.get("/results/{pipe}/{name}", summary="A stored result object, as S3 serves it")
-    def get_result_object(request: Request, pipe: str, name: str) -> Response:
-        digest = name.removesuffix(".json")
-        if not (_PIPELINE.match(pipe) and name.endswith(".json") and _HASH.match(digest)):
+    uploads = UploadSigner(settings.upload_token_secret or secrets.token_hex(32))
+
+    @app.post("/uploads", summary="Ask to upload a large file: its result if it is read "
+              "already, else where to PUT it")
+    def post_uploads(request: Request, body: UploadRequest) -> Response:
+        if body.bytes > settings.max_upload_bytes:
+            raise TooLarge(f"the file is {body.bytes} bytes; the limit is "
+                           f"{settings.max_upload_bytes}", code="too_many_bytes")
+        ctype = body.content_type.split(";")[0].strip().lower()
+        if not _readable_type(ctype):
+            raise UnsupportedFormat(f"unsupported content_type {ctype!r}: send image/*, "
+                                    "application/pdf or application/octet-stream",
+                                    code="unsupported_media_type")
+        digest = service.digest_of(body.sha256)
+        if not settings.hash_secret:  # private mode never tells whether a file was read
+            try:
+                found = service.find(digest)
+            except StoredFailure as exc:
+                if exc.code not in RETRYABLE_FAILURES:
+                    raise
+                found = None
+            if isinstance(found, Pending) and "upload_expires_at" in found.status:
+                found = None  # granted but the bytes never came (or not yet): grant again
+            if found is not None:
+                return respond(request, found)
+        expires = int(time.time()) + UPLOAD_TTL_S
+        key = upload_key(body.sha256)
+        if isinstance(store, S3Store):
+            url, headers = store.presign_put(key, content_type=ctype, length=body.bytes,
+                                             sha256_b64=_b64_digest(body.sha256),
+                                             expires_in=UPLOAD_TTL_S)
+        else:
+            token = uploads.sign(body.sha256, body.bytes, ctype, expires)
+            url = f"{base_url(request)}/uploads/{body.sha256}?token={token}"
+            headers = {"Content-Type": ctype}
+        service.set_status(digest, "queued", upload_expires_at=expires)
+        return JSONResponse({
+            "upload": {"method": "PUT", "url": url, "headers": headers,
+                       "expires_at": _iso(expires)},
+            "status_url": f"/ocr/{digest}",
+            "result_url": result_url(request, service.key(digest)),
+        }, status_code=201, headers={"Cache-Control": "no-store"})
+
+    @app.put("/uploads/{sha256}", summary="The local stand-in for the presigned S3 PUT")
+    async def put_upload(request: Request, sha256: str, token: str = "") -> Response:
+        if isinstance(store, S3Store) or not _HASH.match(sha256):
+            raise ApiError(404, "not_found", "no such upload")
+        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        length = uploads.check(token, sha256, ctype)
+        data = await _read_capped(request, length)
+        if len(data) != length or hashlib.sha256(data).hexdigest() != sha256:
+            raise ApiError(400, "checksum_mismatch",
+                           "the body does not match the declared length and SHA-256")
+        digest = service.digest_of(sha256)
+        await run_in_threadpool(_accept_upload, service, digest, sha256, data)
+        return JSONResponse({"status": "queued", "status_url": f"/ocr/{digest}"},
+                            status_code=200, headers={"Cache-Control": "no-store"})
+
+    def get_result_object(request: Request, path: str) -> Response:
+        """A stored object (result, page, thumbnail), as S3 serves it."""
+        key = f"results/{path}"
+        if not _RESULT_PATH.match(key):
             raise ApiError(404, "not_found", "no such result")
-        obj = _get_or_503(store, result_key(pipe, digest))
+        obj = _get_or_503(store, key)
         if obj is None:
             raise ApiError(404, "not_found", "no such result")
         headers = {"ETag": obj.etag, "Cache-Control": obj.cache_control}
+        if obj.last_modified:
+            headers["Last-Modified"] = obj.last_modified
         if request.headers.get("if-none-match") == obj.etag:
             return Response(status_code=304, headers=headers)
         return Response(obj.body, media_type=obj.content_type, headers=headers)
 
+    for method in ("GET", "HEAD"):
+        app.add_api_route("/results/{path:path}", get_result_object, methods=[method],
+                          operation_id=f"result_object_{method.lower()}",
+                          summary="A stored object (result, page, thumbnail), as S3 serves it")
+
     @app.get("/healthz", summary="Liveness, pipeline id and whether the models are loaded")
     def healthz() -> dict[str, Any]:
         return {"status": "ok", "pipeline": pipeline, "models_loaded": holder.loaded,
-                "hmac": bool(settings.hash_secret)}
+                "hmac": bool(settings.hash_secret), "max_bytes": settings.max_bytes,
+                "max_upload_bytes": settings.max_upload_bytes}
 
     @app.get("/", include_in_schema=False)
     def index() -> Response:
@@ -174,6 +291,32 @@ def create_app(
     return app
 
 
+def _accept_upload(service: OcrService, digest: str, sha256: str, data: bytes) -> None:
+    """Status first, then the bytes: the bytes' "created" event starts the worker."""
+    service.set_status(digest, "queued")
+    service.store.put_if_absent(upload_key(sha256), data, content_type="application/octet-stream",
+                                cache_control=NO_STORE)
+
+
+def _upload_lapsed(status: dict[str, Any]) -> bool:
+    """An upload was granted, its URL has expired and the bytes never came."""
+    expires = status.get("upload_expires_at")
+    return status.get("status") == "queued" and isinstance(expires, int) and (
+        time.time() > expires + 60)
+
+
+def _readable_type(ctype: str) -> bool:
+    return ctype.startswith("image/") or ctype in ("application/pdf", "application/octet-stream")
+
+
+def _b64_digest(sha256: str) -> str:
+    return base64.b64encode(bytes.fromhex(sha256)).decode()
+
+
+def _iso(ts: int) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def _get_or_503(store: ResultStore, key: str) -> StoredObject | None:
     try:
         return store.get(key)
@@ -186,7 +329,7 @@ async def _read_image(request: Request, max_bytes: int) -> bytes:
     """The image bytes from a raw, multipart or base64-JSON body, size-checked early."""
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     b64_limit = max_bytes * 4 // 3 + 1024
-    if ctype.startswith("image/") or ctype == "application/octet-stream":
+    if ctype.startswith("image/") or ctype in ("application/octet-stream", "application/pdf"):
         data = await _read_capped(request, max_bytes)
     elif ctype == "multipart/form-data":
         _check_length(request, b64_limit)
@@ -217,7 +360,7 @@ async def _read_image(request: Request, max_bytes: int) -> bytes:
             raise TooLarge(f"the image is over {max_bytes} bytes", code="too_many_bytes")
     else:
         raise UnsupportedFormat(
-            f"unsupported Content-Type {ctype or '(none)'!r}: send image/*, "
+            f"unsupported Content-Type {ctype or '(none)'!r}: send image/*, application/pdf, "
             "application/octet-stream, multipart/form-data or application/json",
             code="unsupported_media_type",
         )

@@ -1,0 +1,201 @@
+"""The AWS shape on a moto server over real HTTP: presigned PUT → S3 "object created" →
+the real S3 → SQS notification → the Lambda handler (via the loopback poller) → results.
+
+Only AWS itself is stood in for (moto). moto checks neither presigned signatures nor
+``x-amz-checksum-sha256``, so what the URL signs is read from the URL, and the worker's own
+re-hash is what refuses other bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from urllib.parse import parse_qs, urlsplit
+
+import boto3
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from edgeocr import sqs
+from edgeocr.http.app import create_app
+from edgeocr.keys import page_key, status_key
+from edgeocr.settings import Settings
+from edgeocr.store import S3Store
+from edgeocr.wiring import build_service
+from edgeocr.worker import Worker
+from helpers import CountingEngine, pdf_of
+from serve import setup_uploads_queue  # scripts/serve.py: the same setup `make serve S3=moto`
+from sqs_poller import LambdaContext, poll_once
+
+PAGES = [f"images/zh_pages_synth/zhsyn_dev_page_0{i}.jpg" for i in range(3)]
+
+
+class OnePageContext:
+    """Lambda's context with time for exactly one page: the worker must hand the rest on."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def get_remaining_time_in_millis(self) -> int:
+        self.calls += 1
+        return 200_000 if self.calls == 1 else 5_000
+
+
+@pytest.fixture(scope="module")
+def document(eval_dir) -> bytes:
+    return pdf_of(*(eval_dir / p for p in PAGES))
+
+
+class Stack:
+    def __init__(self, bucket: str, endpoint: str, engine, visibility_s: int = 1) -> None:
+        env = {k: os.environ[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+                                          "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION")}
+        self.queue_url = setup_uploads_queue(env, endpoint, bucket, visibility_s=visibility_s)
+        self.sqs = boto3.client("sqs")
+        self.s3 = boto3.client("s3")
+        self.bucket = bucket
+        self.arn = self.sqs.get_queue_attributes(
+            QueueUrl=self.queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        self.counting = CountingEngine(engine)
+        settings = Settings(results_bucket=bucket, uploads_queue_url=self.queue_url)
+        self.service = build_service(settings, store=S3Store(bucket),
+                                     engine_factory=lambda: self.counting)
+        self.worker = Worker(self.service)
+        self.client = TestClient(create_app(settings, service=self.service))
+        self.sent: list[str] = []
+        # S3 (and moto) sends an s3:TestEvent when the notification is set up; the handler
+        # must take it in its stride, and the tests count only what comes after it
+        assert self.drain() == 1 and self.counting.calls == 0
+
+    def send(self, body: str) -> None:
+        self.sent.append(body)
+        self.sqs.send_message(QueueUrl=self.queue_url, MessageBody=body)
+
+    def handler(self, event, context):
+        return sqs.handle(event, context, self.worker, self.send)
+
+    def drain(self, context_factory=lambda: LambdaContext(300), rounds: int = 50) -> int:
+        """Poll until the queue stays empty; returns the invocations made."""
+        invocations = idle = 0
+        while rounds and idle < 3:
+            rounds -= 1
+            got = poll_once(self.sqs, self.queue_url, self.arn,
+                            lambda e, _c: self.handler(e, context_factory()), 300)
+            invocations += bool(got)
+            idle = 0 if got else idle + 1
+        return invocations
+
+    def upload(self, data: bytes, body: bytes | None = None) -> dict:
+        offer = self.client.post("/uploads", json={
+            "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data),
+            "content_type": "application/pdf"})
+        assert offer.status_code == 201, offer.text
+        up = offer.json()["upload"]
+        put = httpx.put(up["url"], content=body if body is not None else data,
+                        headers=up["headers"])
+        assert put.status_code == 200, put.text
+        return offer.json()
+
+    def pages(self, sha: str, n: int) -> list[dict]:
+        out = []
+        for i in range(1, n + 1):
+            head = self.s3.head_object(Bucket=self.bucket,
+                                       Key=page_key(self.service.pipeline, sha, i))
+            out.append((head["ETag"], head["LastModified"]))
+        return out
+
+
+@pytest.fixture
+def stack(s3_env, moto_endpoint, monkeypatch, engine):
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SQS", moto_endpoint)
+    return Stack(s3_env, moto_endpoint, engine)
+
+
+def test_presigned_put_signs_type_length_and_checksum(stack, document):
+    offer = stack.client.post("/uploads", json={
+        "sha256": hashlib.sha256(document).hexdigest(), "bytes": len(document),
+        "content_type": "application/pdf"}).json()
+    url = offer["upload"]["url"]
+    query = parse_qs(urlsplit(url).query)
+    signed = query["X-Amz-SignedHeaders"][0].split(";")
+    assert {"content-length", "content-type", "host", "x-amz-checksum-sha256"} <= set(signed)
+    assert urlsplit(url).path.endswith(f"/uploads/{hashlib.sha256(document).hexdigest()}")
+    assert 0 < int(query["X-Amz-Expires"][0]) <= 3600
+    headers = offer["upload"]["headers"]
+    assert headers["x-amz-checksum-sha256"] == __import__("base64").b64encode(
+        hashlib.sha256(document).digest()).decode()  # base64 of the raw digest, not hex
+    assert headers["Content-Length"] == str(len(document))
+    assert headers["Content-Type"] == "application/pdf"
+
+
+def test_upload_event_worker_result_and_duplicates(stack, document):
+    sha = hashlib.sha256(document).hexdigest()
+    offer = stack.upload(document)
+    assert stack.client.get(offer["status_url"]).status_code == 202
+    assert stack.drain() >= 1  # the real S3 → SQS notification carried the event
+    got = stack.client.get(offer["status_url"])
+    assert got.status_code == 200 and got.json()["document"]["pages"] == 3
+    assert stack.counting.calls == 3
+    before = stack.pages(sha, 3)
+    # the same S3 event delivered twice more (at-least-once): nothing is redone
+    event_body = json.dumps({"Records": [{"eventSource": "aws:s3", "s3": {
+        "bucket": {"name": stack.bucket}, "object": {"key": f"uploads%2F{sha}"}}}]})
+    stack.send(event_body)
+    stack.send(event_body)
+    assert stack.drain() == 2
+    assert stack.counting.calls == 3 and stack.pages(sha, 3) == before
+
+
+def test_long_document_continues_in_new_messages(stack, document):
+    sha = hashlib.sha256(document).hexdigest()
+    stack.upload(document)
+    invocations = stack.drain(context_factory=OnePageContext)
+    assert invocations == 3  # one page each: two continuations, none a redelivery
+    assert stack.sent == [json.dumps({"continue": sha})] * 2
+    assert stack.counting.calls == 3
+    assert stack.client.get(f"/ocr/{sha}").status_code == 200
+    dlq = stack.sqs.get_queue_url(QueueName=f"{stack.bucket}-uploads-dlq")["QueueUrl"]
+    assert not stack.sqs.receive_message(QueueUrl=dlq, WaitTimeSeconds=0).get("Messages")
+
+
+def test_poison_document_is_failed_on_the_last_receive_then_dead_lettered(stack, document):
+    sha = hashlib.sha256(document).hexdigest()
+
+    def crash(*_a, **_k):
+        raise RuntimeError("this document crashes the reader every time")
+
+    stack.counting.ocr_image = crash
+    offer = stack.upload(document)
+    deadline = time.monotonic() + 60
+    dlq = stack.sqs.get_queue_url(QueueName=f"{stack.bucket}-uploads-dlq")["QueueUrl"]
+    while time.monotonic() < deadline:
+        stack.drain(rounds=3)
+        moved = stack.sqs.receive_message(QueueUrl=dlq, WaitTimeSeconds=0,
+                                          AttributeNames=["All"]).get("Messages")
+        if moved:
+            break
+    assert moved, "the message never reached the DLQ"
+    status = json.loads(stack.s3.get_object(
+        Bucket=stack.bucket, Key=status_key(stack.service.pipeline, sha))["Body"].read())
+    assert status["status"] == "failed"
+    got = stack.client.get(offer["status_url"])
+    assert got.status_code == 422 and got.json()["error"]["code"] == "processing_failed"
+
+
+def test_other_bytes_under_a_hash_are_refused_then_the_right_ones_read(stack, document):
+    sha = hashlib.sha256(document).hexdigest()
+    offer = stack.upload(document, body=document[:-8] + b"tampered")  # moto takes it
+    stack.drain()
+    got = stack.client.get(offer["status_url"])
+    assert got.status_code == 400 and got.json()["error"]["code"] == "checksum_mismatch"
+    assert stack.client.get(f"/results/{stack.service.pipeline}/{sha}.json").status_code == 404
+    assert stack.counting.calls == 0
+    again = stack.client.post("/uploads", json={"sha256": sha, "bytes": len(document),
+                                                "content_type": "application/pdf"})
+    assert again.status_code == 201  # a mismatch is about that upload, not these bytes
+    stack.upload(document)
+    stack.drain()
+    assert stack.client.get(offer["status_url"]).status_code == 200
