@@ -641,3 +641,25 @@ def test_cfn_loader_round_trip():
     doc = yaml.load("a: !GetAtt X.Arn\nb: !Sub '${Y}'\nc: !Ref Z\n", Loader=_CfnLoader)
     assert doc == {"a": {"Fn::GetAtt": ["X", "Arn"]}, "b": {"Fn::Sub": "${Y}"},
                    "c": {"Ref": "Z"}}
+
+
+@pytest.mark.slow
+def test_built_bundle_computes_the_local_pipeline_id(sam_build):
+    """One commit, one id: the python3.12 bundle (its own numpy, OpenCV, ONNX Runtime, Pillow
+    and pypdfium2 metadata, its copy of the sources) and this checkout's venv derive the
+    same pipeline id, so a result stored by either is found by the other."""
+    from edgeocr.settings import Settings
+    from edgeocr.wiring import pipeline_for
+
+    py = _python312()
+    if py is None:
+        pytest.skip("no CPython 3.12 here to run the python3.12 bundle with")
+    models = BUILD_DIR / "ModelLayer" / "model"
+    code = ("import sys; sys.path[:0] = [sys.argv[1]]\n"
+            "from edgeocr.settings import Settings\nfrom edgeocr.wiring import pipeline_for\n"
+            "print(pipeline_for(Settings.from_env()))")
+    env = {"PATH": os.environ.get("PATH", ""), "OCR_MODEL_DIR": str(models)}
+    proc = subprocess.run([py, "-S", "-E", "-c", code, str(BUILD_DIR / "OcrFunction")],
+                          capture_output=True, text=True, env=env, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert proc.stdout.strip() == pipeline_for(Settings(model_dir=models))

@@ -38,14 +38,16 @@ def key_hash(sha256: str, secret: str | None = None) -> str:
     return sha256
 
 
-def pipeline_id(models: ModelSet, engine: EngineSettings, extra: dict | None = None) -> str:
+def pipeline_id(models: ModelSet, engine: EngineSettings, extra: dict | None = None, *,
+                sources: str | None = None, libraries: dict[str, str] | None = None) -> str:
     """A short digest over everything that can change a result: model checksums, the
     result-affecting settings, the schema, the OCR-path sources and library versions. Any
     change means new keys, so an immutable key never serves a stale result."""
     material = json.dumps(
         {"schema": SCHEMA, "models": models.sha256, "names": MODEL_NAMES,
          "engine": engine.fingerprint(), "settings": extra or {},
-         "sources": source_digest(), "libraries": library_versions()},
+         "sources": sources if sources is not None else source_digest(),
+         "libraries": libraries if libraries is not None else library_versions()},
         sort_keys=True,
     )
     return hashlib.sha256(material.encode()).hexdigest()[:16]
@@ -55,7 +57,9 @@ def pipeline_id(models: ModelSet, engine: EngineSettings, extra: dict | None = N
 def source_digest(root: Path = _PACKAGE, parts: tuple[str, ...] = OCR_PATH) -> str:
     """SHA-256 over the syntax trees of the OCR-path modules, docstrings left out: a changed
     line of code changes it, a comment or docstring edit does not (so it costs no user a
-    recomputation)."""
+    recomputation). The trees are written out field by field, leaving out empty fields, so
+    that Python 3.11 (the venv) and 3.12 (Lambda), whose trees differ only in fields new in
+    3.12 that are empty here, give the same digest."""
     files: list[Path] = []
     for part in parts:
         path = root / part
@@ -76,7 +80,17 @@ def _normalised_source(text: str) -> str:
                 getattr(body[0], "value", None), ast.Constant
             ) and isinstance(body[0].value.value, str):
                 node.body = body[1:] or [ast.Pass()]
-    return ast.dump(tree, include_attributes=False)
+    return _dump(tree)
+
+
+def _dump(node: object) -> str:
+    if isinstance(node, ast.AST):
+        fields = [f"{name}={_dump(value)}" for name, value in ast.iter_fields(node)
+                  if value not in (None, [])]
+        return f"{type(node).__name__}({','.join(fields)})"
+    if isinstance(node, list):
+        return "[" + ",".join(_dump(item) for item in node) + "]"
+    return repr(node)
 
 
 @cache
