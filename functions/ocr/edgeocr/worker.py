@@ -80,6 +80,10 @@ class Worker:
             if remaining_s is not None and remaining_s() < max(_MIN_MARGIN_S, 2 * slowest):
                 return Outcome("continue", len(pages), total)
             if not announced:
+                if pages:
+                    log.info("resuming a document", extra={"digest": digest,
+                                                           "pages_done": len(pages),
+                                                           "pages": total})
                 svc.set_status(digest, "running", pages_done=len(pages), pages=total)
                 announced = True
             t0 = time.perf_counter()
