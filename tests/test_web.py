@@ -21,13 +21,14 @@ import re
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import img2pdf
 import pytest
 from playwright.sync_api import Browser, Page, Request, sync_playwright
 from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
-from servers import edgeocr_serve
+from servers import clean_env, edgeocr_serve, free_port, launcher
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "artifacts"
@@ -288,7 +289,10 @@ def test_repeat_is_looked_up_by_hash_not_uploaded(page: Page, receipt: Path) -> 
 
     digest = hashlib.sha256(receipt.read_bytes()).hexdigest()
     assert not [r for r in requests if is_post(r)], "a repeat must not upload"
-    assert any(r.method == "GET" and r.url.endswith(f"/ocr/{digest}") for r in requests)
+    # looked up where the CDN serves it (S3 in AWS), not through the API
+    assert any(r.method == "GET" and r.url.endswith(f"/{digest}.json") and "/results/" in r.url
+               for r in requests)
+    assert not [r for r in requests if "/ocr" in r.url or "/healthz" in r.url]
     assert "cached: true" in page.inner_text("#meta")
     assert page.locator("#overlay polygon").count() == page.locator("#lines li[data-line]").count()
     assert "TOTAL" in page.inner_text("#lines")
@@ -418,8 +422,14 @@ def test_hmac_mode_skips_the_hash_lookup(page: Page, receipt: Path, server: str)
     if not stored.ok:  # run on its own: store the receipt first
         pick(page, receipt, timeout=FIRST_OCR_MS)
         stored = page.request.get(stored.url)
-    page.route("**/healthz", lambda route: route.fulfill(
-        json={"status": "ok", "pipeline": "x", "models_loaded": True, "hmac": True}))
+
+    def hmac_on(route):  # the page's own config, as a server with OCR_HASH_SECRET writes it
+        html = route.fetch().text()
+        assert '"hmac":false' in html
+        route.fulfill(body=html.replace('"hmac":false', '"hmac":true'),
+                      content_type="text/html")
+
+    page.route(f"{server}/", hmac_on)
     page.route("**/ocr", lambda route: route.fulfill(json={**stored.json(), "cached": True}))
     requests: list[Request] = []
     page.on("request", lambda r: requests.append(r))  # a lambda: Playwright can't wrap builtins
@@ -428,7 +438,8 @@ def test_hmac_mode_skips_the_hash_lookup(page: Page, receipt: Path, server: str)
     pick(page, receipt)
 
     assert [r for r in requests if is_post(r)], "HMAC mode must upload"
-    assert not [r for r in requests if "/ocr/" in r.url], "HMAC mode must not look up by hash"
+    assert not [r for r in requests if "/ocr/" in r.url or (
+        "/results/" in r.url and r.url.endswith(".json"))], "HMAC mode must not look up by hash"
 
 
 def test_phone_width_stacks_without_horizontal_scroll(phone: Page, receipt: Path) -> None:
@@ -575,7 +586,6 @@ def test_polling_shows_progress_then_an_error_or_a_redirected_result(
     doc.write_bytes(b"%PDF-1.7\n" + os.urandom(256))
     status_url = f"/ocr/{hashlib.sha256(doc.read_bytes()).hexdigest()}"
     answers = [
-        (404, {"error": {"code": "not_found", "message": "no stored result"}}),  # the lookup
         (202, {"status": "running", "pages_done": 1, "pages": 5}),
         (202, {"status": "running", "pages_done": 3, "pages": 5}),
     ]
@@ -640,14 +650,16 @@ def test_large_file_goes_through_uploads(doc_page: Page, doc_server: str, receip
     assert page.locator("#overlay polygon").count() == page.locator("#lines li[data-line]").count()
     assert page.get_attribute("#image", "src").startswith("blob:")  # the file itself
 
-    # The same file again, after a reload: POST /uploads answers the result, nothing is sent.
+    # The same file again, after a reload: found on the CDN by its hash, nothing is sent and
+    # nothing reaches the API
     page.reload()
     requests.clear()
     pick(page, receipt)
-    asked = [r for r in requests if is_uploads(r)]
-    assert len(asked) == 1 and asked[0].response().status == 200
-    assert not [r for r in requests if is_put(r) or is_post(r)], "a repeat must not upload"
-    assert "nothing uploaded" in page.inner_text("#status")
+    assert any(r.method == "GET" and r.url.endswith(f"/{digest}.json") and "/results/" in r.url
+               for r in requests)
+    assert not [r for r in requests if is_uploads(r) or is_put(r) or is_post(r)], (
+        "a repeat must not upload")
+    assert not [r for r in requests if "/ocr" in r.url or "/healthz" in r.url]
     assert "TOTAL" in page.inner_text("#lines")
 
 
@@ -737,3 +749,40 @@ def test_phone_width_document_without_horizontal_scroll(
         phone.reload()
         assert phone.is_visible("#history")
         no_horizontal_scroll(phone)
+
+
+def test_second_device_is_answered_by_the_edge_alone(browser: Browser, receipt: Path,
+                                                    tmp_path: Path) -> None:
+    """Behind `make serve EDGE=1` (nginx standing in for CloudFront, path by path): a first
+    device reads a receipt; a second, fresh browser opens the page within the minute and picks
+    the same file. None of the second device's requests goes to the API (/ocr*, /uploads*,
+    /healthz, /docs); the page, its config and assets come from the edge cache; only
+    /results/* misses pass through to the app, standing in for S3."""
+    results = tmp_path / "results"
+    with launcher(["--edge", "--port", str(free_port())], tmp_path,
+                  env=clean_env(OCR_RESULTS_DIR=str(results))) as launched:
+        edge = launched.url
+        with _new_page(browser, edge) as first:
+            pick(first, receipt, timeout=FIRST_OCR_MS)
+            text = first.inner_text("#lines")
+        answers: list[tuple[str, str, int, str | None]] = []
+        context = browser.new_context()
+        try:
+            device = context.new_page()
+            device.on("response", lambda r: answers.append(
+                (r.request.method, r.url, r.status, r.headers.get("x-cache-status"))))
+            device.goto(edge)
+            pick(device, receipt, timeout=30_000)
+            assert device.inner_text("#lines") == text
+            assert "cached: true" in device.inner_text("#meta")
+        finally:
+            context.close()
+    paths = [(m, urlsplit(u).path, s, c) for m, u, s, c in answers if u.startswith(edge)]
+    api = [p for p in paths if re.match(r"^/(ocr|uploads|healthz|docs|openapi)", p[1])]
+    assert not api, f"the second device reached the API: {api}"
+    site = [p for p in paths if not p[1].startswith("/results/")]
+    assert site and all(c in ("HIT", "STALE", "UPDATING") for _, _, _, c in site), site
+    origin = [p for p in paths if p[3] not in ("HIT", "STALE", "UPDATING")]
+    assert all(p[1].startswith("/results/") for p in origin), origin
+    print(f"\nsecond device: {len(paths)} requests, {len(origin)} reached the app "
+          f"(all /results/* misses, standing in for S3): {[p[1] for p in origin]}")

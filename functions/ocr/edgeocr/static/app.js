@@ -49,10 +49,10 @@
   let xhr = null;         // the transfer in flight, aborted when a new file is chosen
   let previewUrl = null;  // object URL of the chosen image, revoked when replaced
   let downloadUrl = null; // object URL of the JSON download
-  let healthz = null;     // promise of GET /healthz, fetched once
+  let healthz = null;     // promise of the config (in the page, else /config.json)
   let view = null;        // what is shown: { res, name, preview, page }
 
-  health(); // fetch /healthz now, so the first file does not wait for it
+  health(); // read the config now, so the first file does not wait for it
   renderHistory();
 
   // ---- choosing a file ---------------------------------------------------------------------
@@ -147,11 +147,19 @@
     }
   }
 
+  // What the page needs to find a stored result on the CDN (pipeline id, CDN base, HMAC
+  // mode, limits) comes inside the page itself, which the edge caches: no request for it.
   function health() {
     if (!healthz) {
-      healthz = fetch("/healthz", { cache: "no-store" })
-        .then((r) => (r.ok ? r.json() : {}))
-        .catch(() => ({}));
+      let config = null;
+      try {
+        const el = document.getElementById("edgeocr-config");
+        config = el ? JSON.parse(el.textContent) : null;
+      } catch {
+        config = null;
+      }
+      healthz = config ? Promise.resolve(config)
+        : fetch("/config.json").then((r) => (r.ok ? r.json() : {})).catch(() => ({}));
     }
     return healthz;
   }
@@ -168,7 +176,7 @@
       setState("hashing", "Checking for a stored result…");
       const digest = await sha256Hex(file);
       checkRun(mine);
-      const found = await lookup(digest);
+      const found = await lookup(digest, limits);
       checkRun(mine);
       if (found && found.status === 200) return { res: found.body, how: "lookup" };
       if (found && found.status === 202) {
@@ -202,6 +210,11 @@
     setState("hashing", "Fingerprinting the file…");
     const digest = await sha256Hex(file);
     checkRun(mine);
+    if (limits.hmac === false) {
+      const found = await lookup(digest, limits);
+      checkRun(mine);
+      if (found && found.status === 200) return { res: found.body, how: "lookup" };
+    }
     const asked = await getJson("/uploads", {
       method: "POST", headers: { "Content-Type": "application/json", Accept: "application/json" },
       body: JSON.stringify({ sha256: digest, bytes: file.size, content_type: type }),
@@ -232,10 +245,16 @@
     return Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, "0")).join("");
   }
 
-  // 200 the stored result, 202 being read; anything else (404, an outage) means "send it".
-  async function lookup(digest) {
+  // The stored result straight from the CDN (results/{pipeline}/{sha256}.json: S3 behind
+  // CloudFront, no Lambda); a 403/404 there (cached for a second) or an outage: send it.
+  async function lookup(digest, limits) {
+    const url = limits && limits.pipeline
+      ? `${limits.cdn_base || ""}/results/${limits.pipeline}/${digest}.json` : `/ocr/${digest}`;
     try {
-      const r = await getJson(`/ocr/${digest}`, { headers: { Accept: "application/json" } });
+      const r = await getJson(url, { headers: { Accept: "application/json" } });
+      if (r.status === 200 && r.body && Array.isArray(r.body.pages)) {
+        r.body = { cached: true, stored: true, ...r.body };  // the stored object, as read
+      }
       return r.status === 200 || r.status === 202 ? r : null;
     } catch {
       return null;
