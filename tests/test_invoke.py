@@ -449,3 +449,25 @@ def test_make_invoke_prints_only_the_payload(sam_artifact):
     assert proc.stdout == json.dumps(response, ensure_ascii=False)
     assert response["statusCode"] == 404, response
     assert "Init Duration:" in proc.stderr
+
+
+def test_sam_built_function_refuses_a_body_just_over_the_limit(sam_artifact, moto_endpoint,
+                                                               bucket, eval_dir, tmp_path):
+    """A JPEG one byte over the default OCR_MAX_BYTES, in an event that still fits Lambda's
+    6 MB: the built function answers our 413 JSON, pointing at POST /uploads."""
+    from edgeocr.settings import LAMBDA_PAYLOAD_BYTES, MAX_REQUEST_BYTES
+
+    event = json.loads((EVENTS / "post_raw_jpeg.json").read_text())
+    jpeg = (eval_dir / "images/receipts_sroie/X51008123476.jpg").read_bytes()
+    body = jpeg + b"\0" * (MAX_REQUEST_BYTES + 1 - len(jpeg))  # a JPEG with trailing bytes
+    event["body"] = base64.b64encode(body).decode()
+    event["headers"]["content-length"] = str(len(body))
+    assert len(json.dumps(event)) <= LAMBDA_PAYLOAD_BYTES  # it does reach the function
+    proc = _run_script([*_events(tmp_path, event), "--build-dir", str(sam_artifact),
+                        "--s3-endpoint", moto_endpoint, "--bucket", bucket, "--json-lines",
+                        "--timeout", "120"], timeout=600)
+    assert proc.returncode == 0, proc.stderr[-6000:]
+    answer = json.loads(proc.stdout.splitlines()[-1])
+    assert answer["statusCode"] == 413, answer
+    error = json.loads(answer["body"])["error"]
+    assert error["code"] == "too_many_bytes" and "POST /uploads" in error["message"]

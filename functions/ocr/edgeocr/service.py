@@ -203,10 +203,17 @@ class OcrService:
 
     # -- pages and results (shared with the worker) ---------------------------------------------
 
-    def read_pages(self, doc: Document, digest: str, timings: dict[str, float],
-                   numbers: range | None = None) -> list[PageResult]:
-        return [self.read_page(doc, digest, n, timings)
-                for n in numbers or range(1, doc.page_count + 1)]
+    def read_pages(self, doc: Document, digest: str,
+                   timings: dict[str, float]) -> list[PageResult]:
+        """Every page, in order. Once a thumbnail cannot be stored the rest are not tried:
+        the store is failing, and the request's time is better left for the result."""
+        pages: list[PageResult] = []
+        thumbnails = True
+        for number in range(1, doc.page_count + 1):
+            page = self.read_page(doc, digest, number, timings, thumbnail=thumbnails)
+            thumbnails = thumbnails and (page.thumbnail is not None or page.error is not None)
+            pages.append(page)
+        return pages
 
     def read_file(self, data: bytes,
                   on_page: Callable[[int, int], None] | None = None) -> dict[str, Any]:

@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .ocr.config import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, EngineSettings
+from .ocr.config import DEFAULT_MAX_PIXELS, EngineSettings
 
 _LOCAL_MODEL_DIR = Path(__file__).resolve().parents[3] / "layers" / "model" / "build" / "model"
 _LAMBDA_MODEL_DIR = Path("/opt/model")
@@ -28,16 +28,31 @@ def _int(name: str, default: int) -> int:
         raise ValueError(f"{name} must be an integer, got {raw!r}") from exc
 
 
+def _float(name: str, default: float) -> float:
+    raw = os.environ.get(name, "").strip()
+    try:
+        return float(raw) if raw else default
+    except ValueError as exc:
+        raise ValueError(f"{name} must be a number, got {raw!r}") from exc
+
+
 def _str(name: str, default: str | None = None) -> str | None:
     raw = os.environ.get(name, "").strip()
     return raw or default
+
+
+# Lambda carries at most 6 MB per synchronous invocation, the event JSON around a base64 body
+# included: the raw bytes one request can bring are what fits after that encoding.
+LAMBDA_PAYLOAD_BYTES = 6 * 1024 * 1024
+EVENT_OVERHEAD_BYTES = 16 * 1024  # headers and request context of an HTTP API (v2) event
+MAX_REQUEST_BYTES = (LAMBDA_PAYLOAD_BYTES - EVENT_OVERHEAD_BYTES) * 3 // 4
 
 
 @dataclass(frozen=True)
 class Settings:
     model_dir: Path = field(default_factory=_default_model_dir)
     threads: int = 0  # 0 = ONNX Runtime's default (one per physical core)
-    max_bytes: int = DEFAULT_MAX_BYTES
+    max_bytes: int = MAX_REQUEST_BYTES  # a request body; larger files: POST /uploads
     max_pixels: int = DEFAULT_MAX_PIXELS
     hash_secret: str | None = None
     results_bucket: str | None = None
@@ -52,6 +67,12 @@ class Settings:
     uploads_queue_url: str | None = None  # AWS: where the worker continues long documents
     upload_token_secret: str | None = None  # local PUT /uploads tokens; None: one per process
     local_worker: bool = True  # local store: an in-process worker reads uploads
+    # S3 calls: attempts (botocore standard retries) and timeouts. The defaults fit the API
+    # function's 29 s with OCR of OCR_SYNC_PAGES pages (tests/test_limits.py works out the
+    # worst case); the worker, with minutes to spare, is given more in infra/template.yaml.
+    s3_attempts: int = 2
+    s3_connect_timeout: float = 0.5
+    s3_read_timeout: float = 1.0
 
     def result_settings(self) -> dict[str, int]:
         """The settings (beyond the engine's) that change a result, for the pipeline id."""
@@ -78,4 +99,7 @@ class Settings:
             pdf_dpi=_int("OCR_PDF_DPI", cls.pdf_dpi),
             uploads_queue_url=_str("UPLOADS_QUEUE_URL"),
             upload_token_secret=_str("OCR_UPLOAD_TOKEN_SECRET"),
+            s3_attempts=_int("OCR_S3_ATTEMPTS", cls.s3_attempts),
+            s3_connect_timeout=_float("OCR_S3_CONNECT_TIMEOUT", cls.s3_connect_timeout),
+            s3_read_timeout=_float("OCR_S3_READ_TIMEOUT", cls.s3_read_timeout),
         )

@@ -19,7 +19,9 @@ from .store import LocalStore, ResultStore, S3Store
 
 def default_store(settings: Settings) -> ResultStore:
     if settings.results_bucket:
-        return S3Store(settings.results_bucket)
+        return S3Store(settings.results_bucket, max_attempts=settings.s3_attempts,
+                       connect_timeout=settings.s3_connect_timeout,
+                       read_timeout=settings.s3_read_timeout)
     return LocalStore(settings.results_dir or Path.home() / ".cache" / "edgeocr" / "results")
 
 
