@@ -35,3 +35,19 @@ def engine():
 
     s = Settings()
     return Engine(s.model_dir, s.engine, s.threads)
+
+
+@pytest.fixture(scope="session")
+def document(eval_dir: Path) -> bytes:
+    """A scanned 3-page PDF (img2pdf) of rendered Chinese pages: small pages, quick to read."""
+    from helpers import ZH_PAGES, pdf_of
+
+    return pdf_of(*(eval_dir / p for p in ZH_PAGES))
+
+
+@pytest.fixture
+def counting(engine):
+    """The real engine, counting page reads."""
+    from helpers import CountingEngine
+
+    return CountingEngine(engine)

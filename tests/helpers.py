@@ -10,6 +10,8 @@ import httpx
 
 from edgeocr.store import CACHE_CONTROL, CONTENT_TYPE, LocalStore, PutOutcome
 
+ZH_PAGES = [f"images/zh_pages_synth/zhsyn_dev_page_0{i}.jpg" for i in range(3)]
+
 
 class CountingEngine:
     """Delegates to the real engine and counts page reads: proves when inference did not run."""
@@ -88,3 +90,21 @@ def assert_answer_is(stored: dict, body: dict) -> None:
         k: body[k] for k in stored if k != "pages"}
     assert [{k: v for k, v in p.items() if k != "thumbnail_url"} for p in body["pages"]] == (
         stored["pages"])
+
+
+class FakeEngine:
+    """Stands in for the ONNX engine where a test is about HTTP, not OCR (404s, validation,
+    headers): no model is loaded, each page reads as one line of ``text`` covering the page,
+    and ``calls`` counts the pages read."""
+
+    def __init__(self, text: str = "fake text") -> None:
+        self.text, self.calls = text, 0
+
+    def ocr_image(self, img, *args, **kwargs):
+        from types import SimpleNamespace
+
+        self.calls += 1
+        h, w = img.shape[:2]
+        line = SimpleNamespace(text=self.text, confidence=0.99,
+                               box=[[0, 0], [w, 0], [w, h], [0, h]])
+        return SimpleNamespace(lines=[line], rotation=0, timings_ms={})

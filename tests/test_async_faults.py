@@ -25,19 +25,15 @@ from aws_stack import Stack
 from edgeocr.keys import page_key, result_key, status_key, upload_key
 from edgeocr.store import S3Store
 from faultproxy import FaultProxy
-from helpers import pdf_of
+from helpers import ZH_PAGES, pdf_of
 from s3fixtures import FAKE_CREDENTIALS
 
 ROOT = Path(__file__).resolve().parents[1]
-PAGES = [f"images/zh_pages_synth/zhsyn_dev_page_0{i}.jpg" for i in range(3)]
+PAGES = ZH_PAGES
 UPLOAD = r"/uploads/[0-9a-f]{64}$"
 PAGE = r"/pages/[0-9]+\.json$"
 RESULT = r"/results/[0-9a-f]{16}/[0-9a-f]{64}\.json$"
 
-
-@pytest.fixture(scope="module")
-def document(eval_dir) -> bytes:
-    return pdf_of(*(eval_dir / p for p in PAGES))
 
 
 @pytest.fixture
@@ -55,15 +51,6 @@ def faulty(moto_endpoint, monkeypatch, engine):
         stack = Stack(bucket, moto_endpoint, engine, store=store)
         stack.proxy = proxy
         yield stack
-
-
-def heads(stack: Stack, sha: str, n: int) -> list[tuple[str, object]]:
-    out = []
-    for i in range(1, n + 1):
-        head = stack.s3.head_object(Bucket=stack.bucket,
-                                    Key=page_key(stack.service.pipeline, sha, i))
-        out.append((head["ETag"], head["LastModified"]))
-    return out
 
 
 def put_upload(stack: Stack, data: bytes) -> str:
@@ -152,10 +139,10 @@ def test_same_event_three_times_and_16_racing_uploads(s3_env, moto_endpoint, mon
     pages = [k for k in keys if "/pages/" in k]
     assert sorted(pages) == sorted(page_key(stack.service.pipeline, sha, i)
                                    for i in range(1, len(PAGES) + 1))
-    before = heads(stack, sha, len(PAGES))
+    before = stack.pages(sha, len(PAGES))
     stack.send(event)
     stack.drain()
-    assert heads(stack, sha, len(PAGES)) == before
+    assert stack.pages(sha, len(PAGES)) == before
 
 
 def test_worker_killed_between_pages_resumes_at_the_first_missing_page(
@@ -186,7 +173,7 @@ def test_worker_killed_between_pages_resumes_at_the_first_missing_page(
     stored = stack.s3.list_objects_v2(Bucket=s3_env, Prefix=prefix)["Contents"]
     done = len(stored)
     assert 2 <= done < 8
-    before = heads(stack, sha, done)
+    before = stack.pages(sha, done)
     with second_log.open("wb") as log:
         proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
         try:
@@ -200,7 +187,7 @@ def test_worker_killed_between_pages_resumes_at_the_first_missing_page(
             proc.wait(timeout=30)
     got = stack.client.get(f"/ocr/{sha}")
     assert got.status_code == 200 and got.json()["document"]["pages"] == 8
-    assert heads(stack, sha, done) == before  # no stored page changed
+    assert stack.pages(sha, done) == before  # no stored page changed
     resumed = [json.loads(line) for line in second_log.read_text().splitlines()
                if line.startswith("{") and "resuming a document" in line]
     assert resumed and resumed[0]["pages_done"] >= done  # it started at the first missing one

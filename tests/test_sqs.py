@@ -17,14 +17,10 @@ import pytest
 
 from aws_stack import OnePageContext, Stack
 from edgeocr.keys import status_key
-from helpers import pdf_of
+from helpers import ZH_PAGES
 
-PAGES = [f"images/zh_pages_synth/zhsyn_dev_page_0{i}.jpg" for i in range(3)]
+PAGES = ZH_PAGES
 
-
-@pytest.fixture(scope="module")
-def document(eval_dir) -> bytes:
-    return pdf_of(*(eval_dir / p for p in PAGES))
 
 
 @pytest.fixture

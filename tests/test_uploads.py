@@ -12,19 +12,11 @@ from fastapi.testclient import TestClient
 
 from edgeocr.http.app import create_app
 from edgeocr.settings import Settings
-from helpers import CountingEngine, assert_error_shape, pdf_of
+from helpers import ZH_PAGES, assert_error_shape, pdf_of
 
-PAGES = [f"images/zh_pages_synth/zhsyn_dev_page_0{i}.jpg" for i in range(3)]
-
-
-@pytest.fixture(scope="module")
-def document(eval_dir) -> bytes:
-    return pdf_of(*(eval_dir / p for p in PAGES))
+PAGES = ZH_PAGES
 
 
-@pytest.fixture
-def counting(engine):
-    return CountingEngine(engine)
 
 
 def make_client(tmp_path, counting, **settings):

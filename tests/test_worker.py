@@ -13,19 +13,11 @@ from edgeocr.settings import Settings
 from edgeocr.store import LocalStore
 from edgeocr.wiring import build_service
 from edgeocr.worker import Worker
-from helpers import Clock, CountingEngine, pdf_of
+from helpers import ZH_PAGES, Clock
 
-PAGES = [f"images/zh_pages_synth/zhsyn_dev_page_0{i}.jpg" for i in range(3)]
-
-
-@pytest.fixture(scope="module")
-def document(eval_dir) -> bytes:
-    return pdf_of(*(eval_dir / p for p in PAGES))
+PAGES = ZH_PAGES
 
 
-@pytest.fixture
-def counting(engine):
-    return CountingEngine(engine)
 
 
 @pytest.fixture

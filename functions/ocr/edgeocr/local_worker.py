@@ -12,7 +12,6 @@ from __future__ import annotations
 import queue
 import threading
 
-from .errors import InputError
 from .keys import upload_key
 from .observability import logger
 from .store import LocalStore
@@ -62,19 +61,10 @@ class LocalWorker:
             sha256, attempt = item
             try:
                 self.worker.process(sha256)
-            except Exception as exc:  # a redelivery, as SQS would make it
+            except Exception:  # a redelivery, as SQS would make it
                 log.exception("worker attempt failed", extra={"sha256": sha256,
                                                               "attempt": attempt})
                 if attempt < MAX_ATTEMPTS:
                     self._queue.put((sha256, attempt + 1))
                 else:
-                    self._give_up(sha256, exc)
-
-    def _give_up(self, sha256: str, exc: Exception) -> None:
-        svc = self.worker.service
-        try:
-            svc.fail(svc.digest_of(sha256), InputError(
-                f"the document could not be read after {MAX_ATTEMPTS} attempts",
-                code="processing_failed"))
-        except Exception:
-            log.exception("could not record the failure", extra={"sha256": sha256})
+                    self.worker.give_up(sha256, attempt)

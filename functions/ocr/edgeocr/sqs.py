@@ -24,7 +24,6 @@ from aws_lambda_powertools.utilities.batch import (
 )
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
-from .errors import InputError
 from .keys import upload_key
 from .observability import logger
 from .worker import Worker
@@ -73,9 +72,9 @@ def handle(event: dict[str, Any], context: Any, worker: Worker, send: Sender) ->
         for sha256 in uploads_in(record.body):
             try:
                 outcome = worker.process(sha256, remaining_s)
-            except Exception as exc:
+            except Exception:
                 if receives >= MAX_RECEIVES:
-                    _record_failure(worker, sha256, exc)
+                    worker.give_up(sha256, receives)
                 raise
             log.info("upload read", extra={"sha256": sha256, "state": outcome.state,
                                            "pages_done": outcome.pages_done,
@@ -85,15 +84,3 @@ def handle(event: dict[str, Any], context: Any, worker: Worker, send: Sender) ->
 
     return process_partial_response(event=event, record_handler=record_handler,
                                     processor=processor, context=context)
-
-
-def _record_failure(worker: Worker, sha256: str, exc: Exception) -> None:
-    svc = worker.service
-    log.error("document failed on its last receive", extra={"sha256": sha256,
-                                                            "error": repr(exc)})
-    try:
-        svc.fail(svc.digest_of(sha256), InputError(
-            f"the document could not be read after {MAX_RECEIVES} attempts",
-            code="processing_failed"))
-    except Exception:
-        log.exception("could not record the failure", extra={"sha256": sha256})

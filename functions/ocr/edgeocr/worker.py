@@ -67,6 +67,19 @@ class Worker:
         with doc:
             return self._read(doc, digest, remaining_s)
 
+    def give_up(self, sha256: str, attempts: int) -> None:
+        """Record a document that failed every attempt as failed (a 4xx for its hash), so
+        that its status does not say 202 forever once its message is dead-lettered."""
+        svc = self.service
+        log.error("document failed on its last attempt", extra={"sha256": sha256,
+                                                                "attempts": attempts})
+        try:
+            svc.fail(svc.digest_of(sha256), InputError(
+                f"the document could not be read after {attempts} attempts",
+                code="processing_failed"))
+        except Exception:
+            log.exception("could not record the failure", extra={"sha256": sha256})
+
     def _read(self, doc, digest: str, remaining_s: Callable[[], float] | None) -> Outcome:
         svc = self.service
         total = doc.page_count
