@@ -9,7 +9,7 @@ from functools import cache
 
 from mangum import Mangum
 
-from edgeocr import sqs
+from edgeocr import snapstart, sqs
 from edgeocr.http.app import create_app
 from edgeocr.settings import Settings
 from edgeocr.wiring import build_service
@@ -19,6 +19,9 @@ settings = Settings.from_env()
 service = build_service(settings)
 app = create_app(settings, service=service)
 handler = Mangum(app, lifespan="off")
+# SnapStart: warm the hit path and the sessions before the snapshot, re-seed after restore
+# (a no-op without snapshot-restore-py, as locally)
+snapstart.register(service)
 
 
 @cache

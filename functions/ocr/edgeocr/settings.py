@@ -45,7 +45,11 @@ def _str(name: str, default: str | None = None) -> str | None:
 # included: the raw bytes one request can bring are what fits after that encoding.
 LAMBDA_PAYLOAD_BYTES = 6 * 1024 * 1024
 EVENT_OVERHEAD_BYTES = 16 * 1024  # headers and request context of an HTTP API (v2) event
-MAX_REQUEST_BYTES = (LAMBDA_PAYLOAD_BYTES - EVENT_OVERHEAD_BYTES) * 3 // 4
+FITS_AFTER_BASE64 = (LAMBDA_PAYLOAD_BYTES - EVENT_OVERHEAD_BYTES) * 3 // 4  # 4,706,304
+# The default limit stays below that and below the edge's Content-Length check (4,700,000,
+# infra/edge/viewer_request.js), leaving room for multipart framing: every body the function
+# refuses, it refuses itself with our JSON 413.
+MAX_REQUEST_BYTES = 4_400_000
 
 
 @dataclass(frozen=True)
@@ -70,6 +74,7 @@ class Settings:
     # S3 calls: attempts (botocore standard retries) and timeouts. The defaults fit the API
     # function's 29 s with OCR of OCR_SYNC_PAGES pages (tests/test_limits.py works out the
     # worst case); the worker, with minutes to spare, is given more in infra/template.yaml.
+    origin_secret: str | None = None  # AWS: the header CloudFront adds; None: no check
     s3_attempts: int = 2
     s3_connect_timeout: float = 0.5
     s3_read_timeout: float = 1.0
@@ -99,6 +104,7 @@ class Settings:
             pdf_dpi=_int("OCR_PDF_DPI", cls.pdf_dpi),
             uploads_queue_url=_str("UPLOADS_QUEUE_URL"),
             upload_token_secret=_str("OCR_UPLOAD_TOKEN_SECRET"),
+            origin_secret=_str("OCR_ORIGIN_SECRET"),
             s3_attempts=_int("OCR_S3_ATTEMPTS", cls.s3_attempts),
             s3_connect_timeout=_float("OCR_S3_CONNECT_TIMEOUT", cls.s3_connect_timeout),
             s3_read_timeout=_float("OCR_S3_READ_TIMEOUT", cls.s3_read_timeout),

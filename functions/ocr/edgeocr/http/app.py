@@ -22,10 +22,15 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
+from starlette.routing import Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import __version__
 from ..errors import InputError, TooLarge, UnsupportedFormat
@@ -37,6 +42,9 @@ from ..settings import Settings
 from ..store import NO_STORE, LocalStore, ResultStore, S3Store, StoredObject, StoreError
 from ..wiring import build_service
 from ..worker import Worker
+from .origin_verify import DEFAULT_HEADER as ORIGIN_HEADER
+from .origin_verify import OriginVerify
+from .site import mount_site
 from .tokens import UploadSigner
 
 log = logger
@@ -107,11 +115,17 @@ def create_app(
                   description="OCR with immutable, edge-cached results.")
     app.state.settings, app.state.store, app.state.engine = settings, store, holder
     app.state.service, app.state.pipeline, app.state.local_worker = service, pipeline, local
-    app.add_middleware(RequestLogMiddleware)
-    if settings.cors_origins:
-        app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins),
-                           allow_methods=["GET", "POST"], allow_headers=["Content-Type"],
+    # the last added runs first: the request log sees every answer, CORS preflights too
+    app.add_middleware(HeadWithoutBody)
+    if settings.cors_origins:  # preflights answered here; a plain OPTIONS is a 405 below
+        app.add_middleware(JsonCorsMiddleware, allow_origins=list(settings.cors_origins),
+                           allow_methods=["GET", "HEAD", "POST", "PUT"],
+                           allow_headers=["Content-Type"],
                            expose_headers=["ETag", "Location", "X-Edgeocr-Cache"])
+    # outermost but the log: a request around CloudFront is refused before any route runs,
+    # and still logged and counted
+    app.add_middleware(OriginVerify, header_name=ORIGIN_HEADER, secret=settings.origin_secret)
+    app.add_middleware(RequestLogMiddleware)
 
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
@@ -130,10 +144,19 @@ def create_app(
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
         return _error(422, "invalid_request", _first_error(exc.errors()))
 
+    @app.exception_handler(ClientDisconnect)
+    async def _gone(_: Request, exc: ClientDisconnect) -> JSONResponse:
+        # the client went before its body was all sent (shorter than its Content-Length):
+        # its fault, not ours, though nobody is left to read this answer
+        return _error(400, "incomplete_body", "the connection closed before the whole body came")
+
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return _error(exc.status_code, code, str(exc.detail))
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:  # every method this path answers, not one route's
+            headers["Allow"] = ", ".join(_allowed_methods(request))
+        return _error(exc.status_code, code, str(exc.detail), headers=headers)
 
     def base_url(request: Request) -> str:
         return str(request.base_url).rstrip("/")
@@ -151,8 +174,9 @@ def create_app(
                  for page in done.result.get("pages", ())]
         body = {**done.result, "pages": pages, "cached": done.cached,
                 "stored": done.obj is not None, "result_url": url, "timings_ms": done.timings}
-        headers = {"ETag": f'"{done.result["hash"]}"',
-                   "X-Edgeocr-Cache": "hit" if done.cached else "miss",
+        # no ETag: the body carries per-request fields (timings, cached), so no validator
+        # describes it; the stored object at result_url has S3's own
+        headers = {"X-Edgeocr-Cache": "hit" if done.cached else "miss",
                    "X-Edgeocr-Stored": "true" if done.obj is not None else "false"}
         if url:
             headers["Location"] = url
@@ -277,18 +301,71 @@ def create_app(
                 "hmac": bool(settings.hash_secret), "max_bytes": settings.max_bytes,
                 "max_upload_bytes": settings.max_upload_bytes}
 
-    @app.get("/", include_in_schema=False)
-    def index() -> Response:
-        page = STATIC / "index.html"
-        if not page.is_file():
-            return JSONResponse({"service": "edgeocr", "docs": "/docs"})
-        return FileResponse(page, media_type="text/html")
-
-    if STATIC.is_dir():
-        from fastapi.staticfiles import StaticFiles
-
-        app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    mount_site(app, STATIC, {"pipeline": pipeline, "cdn_base": settings.cdn_base_url or "",
+                             "hmac": bool(settings.hash_secret), "max_bytes": settings.max_bytes,
+                             "max_upload_bytes": settings.max_upload_bytes})
+    _serve_head_wherever_get(app)
     return app
+
+
+def _serve_head_wherever_get(app: FastAPI) -> None:
+    """A HEAD route beside each GET route that has none (FastAPI adds none by itself), as its
+    own route so that each method keeps its own OpenAPI operation id."""
+    routes = [r for r in app.router.routes if isinstance(r, APIRoute)]
+    served = {(r.path, m) for r in routes for m in r.methods}
+    for route in routes:
+        if "GET" in route.methods and (route.path, "HEAD") not in served:
+            app.add_api_route(route.path, route.endpoint, methods=["HEAD"], name=route.name,
+                              summary=route.summary, include_in_schema=route.include_in_schema,
+                              operation_id=f"{route.name}_head")
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """The methods some route answers at this request's path (for a 405's ``Allow``)."""
+    allowed: set[str] = set()
+    scope = dict(request.scope)  # as the router first saw it (a mount moves root_path on)
+    scope["root_path"] = scope.get("app_root_path", scope.get("root_path", ""))
+    for route in request.app.router.routes:
+        match, _ = route.matches(scope)
+        if match is not Match.NONE:
+            allowed |= getattr(route, "methods", None) or {"GET", "HEAD"}  # a mount: files
+    return sorted(allowed)
+
+
+class HeadWithoutBody:
+    """A HEAD answer carries the GET's headers (Content-Length included) and no body, whatever
+    the server underneath (uvicorn drops it; Mangum would pass it on)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("method") != "HEAD":
+            await self.app(scope, receive, send)
+            return
+
+        async def no_body(message: Message) -> None:
+            if message["type"] == "http.response.body":
+                message = {**message, "body": b""}
+            await send(message)
+
+        await self.app(scope, receive, no_body)
+
+
+class JsonCorsMiddleware(CORSMiddleware):
+    """Starlette's CORS, with a refused preflight answered as our JSON error (Starlette
+    answers it in plain text)."""
+
+    def preflight_response(self, request_headers: Headers) -> Response:
+        response = super().preflight_response(request_headers)
+        if response.status_code < 400:
+            return response
+        refused = _error(response.status_code, "cors_not_allowed",
+                         bytes(response.body).decode("latin-1"))
+        for name, value in response.headers.items():
+            if name not in ("content-type", "content-length"):
+                refused.headers.append(name, value)
+        return refused
 
 
 def _accept_upload(service: OcrService, digest: str, sha256: str, data: bytes) -> None:
@@ -370,8 +447,8 @@ async def _read_image(request: Request, max_bytes: int) -> bytes:
 
 
 def _check_length(request: Request, limit: int) -> None:
-    length = request.headers.get("content-length")
-    if length and length.isdigit() and int(length) > limit:
+    length = request.headers.get("content-length")  # "²".isdigit(), but int("²") fails
+    if length and length.isascii() and length.isdigit() and int(length) > limit:
         raise TooLarge(f"the request body is over {limit} bytes", code="too_many_bytes")
 
 
@@ -386,8 +463,10 @@ async def _read_capped(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _error(status: int, code: str, message: str) -> JSONResponse:
-    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+def _error(status: int, code: str, message: str,
+           headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status,
+                        headers=headers)
 
 
 def _first_error(errors: Any) -> str:
