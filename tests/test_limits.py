@@ -56,3 +56,16 @@ def test_s3_worst_case_fits_the_api_timeout():
     assert worst <= timeout - 1, (
         f"{MISS_PATH_CALLS} S3 calls x {per_call:.1f} s + {s.sync_pages} pages x "
         f"{PAGE_SECONDS} s = {worst:.1f} s, over the {timeout} s timeout")
+
+
+def test_the_worker_waits_longer_for_s3_but_within_its_deadline_margin():
+    """The worker's S3 settings (template) leave a failing call well inside the margin it
+    keeps before its deadline, so a failure surfaces as a retried message, not a timeout."""
+    template = load_cfn_yaml(TEMPLATE)
+    worker = template["Resources"]["WorkerFunction"]["Properties"]
+    env = worker["Environment"]["Variables"]
+    attempts = int(env["OCR_S3_ATTEMPTS"])
+    per_call = attempts * (float(env["OCR_S3_CONNECT_TIMEOUT"]) + float(
+        env["OCR_S3_READ_TIMEOUT"])) + sum(min(2 ** i, 20) for i in range(attempts - 1))
+    assert attempts > Settings().s3_attempts
+    assert per_call * 2 < worker["Timeout"] / 4, per_call  # a page's get + put, with room

@@ -235,7 +235,9 @@ def test_both_functions_see_the_same_settings(expanded):
     assert set(SHARED_SETTINGS) <= set(worker), set(SHARED_SETTINGS) - set(worker)
     for var in SHARED_SETTINGS:
         assert worker[var] == api[var], var
-    assert set(worker) - set(api) == {"UPLOADS_QUEUE_URL"}
+    # the worker's own: where to continue, and its longer S3 waits (it has minutes)
+    assert set(worker) - set(api) == {"UPLOADS_QUEUE_URL", "OCR_S3_ATTEMPTS",
+                                      "OCR_S3_CONNECT_TIMEOUT", "OCR_S3_READ_TIMEOUT"}
 
 
 def test_build_methods_are_makefile():
