@@ -786,3 +786,18 @@ def test_second_device_is_answered_by_the_edge_alone(browser: Browser, receipt: 
     assert all(p[1].startswith("/results/") for p in origin), origin
     print(f"\nsecond device: {len(paths)} requests, {len(origin)} reached the app "
           f"(all /results/* misses, standing in for S3): {[p[1] for p in origin]}")
+
+
+def test_large_file_uploads_work_behind_the_edge(browser: Browser, receipt: Path,
+                                                 tmp_path: Path) -> None:
+    """Behind the local CloudFront, a file over the synchronous limit goes POST /uploads →
+    PUT → polling, all through the edge's uncached API paths, and reads to the end."""
+    env = clean_env(OCR_RESULTS_DIR=str(tmp_path / "results"), OCR_MAX_BYTES="200000")
+    with (launcher(["--edge", "--port", str(free_port())], tmp_path, env=env) as launched,
+          _new_page(browser, launched.url) as page):
+        requests = requests_of(page)
+        pick(page, receipt, timeout=FIRST_OCR_MS)
+        assert "TOTAL" in page.inner_text("#lines")
+    paths = [(r.method, urlsplit(r.url).path) for r in requests]
+    assert ("POST", "/uploads") in paths and any(m == "PUT" for m, _ in paths), paths
+    assert ("POST", "/ocr") not in paths
