@@ -143,7 +143,7 @@ CHECKOV_STAMP := $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION)
 
 fuzz: setup
 	HYPOTHESIS_PROFILE=long $(VENV)/bin/pytest -q -p no:cacheprovider -p no:logging \
-		tests/test_fuzz.py --hypothesis-show-statistics
+		tests/test_fuzz.py tests/test_fuzz_headers.py --hypothesis-show-statistics
 
 load: setup
 	$(PY) scripts/load.py $(LOAD_ARGS)

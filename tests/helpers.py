@@ -108,3 +108,21 @@ class FakeEngine:
         line = SimpleNamespace(text=self.text, confidence=0.99,
                                box=[[0, 0], [w, 0], [w, h], [0, h]])
         return SimpleNamespace(lines=[line], rotation=0, timings_ms={})
+
+
+def fuzz_profile():
+    """The hypothesis profiles of the fuzz tests, registered once here: ``ci`` (the default:
+    derandomized, 150 examples per test, for ``make test``) and ``long`` (5,000 per test,
+    fresh randomness, failures kept in .hypothesis/, for ``make fuzz``); returns the one
+    ``HYPOTHESIS_PROFILE`` names."""
+    import os
+
+    from hypothesis import HealthCheck, settings
+
+    slow_ok = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example,
+               HealthCheck.filter_too_much]
+    settings.register_profile("ci", max_examples=150, deadline=None, derandomize=True,
+                              database=None, suppress_health_check=slow_ok, print_blob=True)
+    settings.register_profile("long", max_examples=5_000, deadline=None,
+                              suppress_health_check=slow_ok, print_blob=True)
+    return settings.get_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))

@@ -1,4 +1,6 @@
-"""The HTTP API in-process (FastAPI TestClient), with the real engine and a real store."""
+"""The HTTP API in-process (FastAPI TestClient) over a real store: the real engine where the
+OCR is what is checked (golden answers), a fake one for 404s, validation, methods and headers
+(no model loaded for those)."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import hmac
 import io
 import json
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
@@ -16,7 +19,13 @@ from edgeocr.http.app import create_app
 from edgeocr.keys import content_hash
 from edgeocr.settings import Settings
 from edgeocr.store import CACHE_CONTROL, LocalStore, StoreError
-from helpers import CountingEngine, assert_answer_is, png_header_only
+from helpers import (
+    CountingEngine,
+    FakeEngine,
+    assert_answer_is,
+    assert_error_shape,
+    png_header_only,
+)
 
 RECEIPT = "images/receipts_sroie/X51006329399.jpg"
 
@@ -29,6 +38,19 @@ def counting(engine):
 @pytest.fixture
 def client(tmp_path, counting):
     app = create_app(Settings(results_dir=tmp_path), engine_factory=lambda: counting)
+    with TestClient(app) as c:
+        yield c
+
+
+@pytest.fixture
+def fake() -> FakeEngine:
+    return FakeEngine()
+
+
+@pytest.fixture
+def fake_client(tmp_path, fake):
+    """The app over a fake engine: for requests whose answer never depends on the OCR."""
+    app = create_app(Settings(results_dir=tmp_path), engine_factory=lambda: fake)
     with TestClient(app) as c:
         yield c
 
@@ -46,7 +68,7 @@ def test_raw_post_then_hit_without_inference(client, counting, receipt, tmp_path
     assert body["hash"] == digest and body["cached"] is False and body["stored"] is True
     assert "TAX INVOICE" in body["text"]
     assert first.headers["x-edgeocr-cache"] == "miss"
-    assert first.headers["etag"] == f'"{digest}"'
+    assert "etag" not in first.headers  # the answer varies (timings): no validator fits it
     assert first.headers["location"] == body["result_url"]
     key = f"results/{body['pipeline']}/{digest}.json"
     assert body["result_url"].endswith(key)
@@ -118,29 +140,30 @@ def test_get_by_hash_and_result_object(client, receipt):
         ({"files": {"other": ("a.png", b"x", "image/png")}}, 422, "missing_field"),
     ],
 )
-def test_bad_requests_get_json_4xx_and_store_nothing(client, tmp_path, counting, kwargs,
+def test_bad_requests_get_json_4xx_and_store_nothing(fake_client, tmp_path, fake, kwargs,
                                                      status, code):
-    resp = client.post("/ocr", **kwargs)
+    resp = fake_client.post("/ocr", **kwargs)
     assert resp.status_code == status, resp.text
     assert resp.json()["error"]["code"] == code
     assert resp.json()["error"]["message"]
     assert not list(tmp_path.rglob("*.json"))
-    assert counting.calls == 0
+    assert fake.calls == 0
 
 
-def test_too_many_bytes(tmp_path, counting, receipt):
+def test_too_many_bytes(tmp_path, fake, receipt):
     app = create_app(Settings(results_dir=tmp_path, max_bytes=1000),
-                     engine_factory=lambda: counting)
+                     engine_factory=lambda: fake)
     with TestClient(app) as c:
         for kwargs in ({"content": receipt, "headers": {"Content-Type": "image/jpeg"}},
                        {"files": {"image": ("r.jpg", receipt, "image/jpeg")}},
                        {"json": {"image_base64": base64.b64encode(receipt).decode()}}):
             resp = c.post("/ocr", **kwargs)
             assert resp.status_code == 413 and resp.json()["error"]["code"] == "too_many_bytes"
-    assert counting.calls == 0
+    assert fake.calls == 0
 
 
-def test_unknown_and_malformed_hash(client):
+def test_unknown_and_malformed_hash(fake_client):
+    client = fake_client
     assert client.get("/ocr/" + "0" * 64).status_code == 404
     assert client.get("/ocr/" + "0" * 64).json()["error"]["code"] == "not_found"
     assert client.get("/ocr/XYZ").status_code == 422
@@ -165,9 +188,9 @@ def test_hit_path_never_builds_the_engine(tmp_path, engine, receipt):
         assert c.get("/healthz").json()["models_loaded"] is False
 
 
-def test_hmac_keys(tmp_path, counting, receipt):
+def test_hmac_keys(tmp_path, fake, receipt):
     app = create_app(Settings(results_dir=tmp_path, hash_secret="s3cret"),
-                     engine_factory=lambda: counting)
+                     engine_factory=lambda: fake)
     with TestClient(app) as c:
         body = c.post("/ocr", content=receipt, headers={"Content-Type": "image/jpeg"}).json()
         assert c.get("/healthz").json()["hmac"] is True
@@ -194,7 +217,139 @@ def test_store_failure_still_answers_the_result(tmp_path, counting, receipt):
     assert "location" not in resp.headers
 
 
-def test_healthz_and_docs(client):
-    health = client.get("/healthz").json()
+def test_healthz_and_docs(fake_client):
+    health = fake_client.get("/healthz").json()
     assert health["status"] == "ok" and len(health["pipeline"]) == 16
-    assert client.get("/openapi.json").json()["paths"]["/ocr"]["post"]
+    assert fake_client.get("/openapi.json").json()["paths"]["/ocr"]["post"]
+
+
+# ---- methods and headers (issue 10) --------------------------------------------------------
+
+def test_head_wherever_get(fake_client, receipt):
+    """Every GET route answers HEAD: the GET's status and headers, no body."""
+    posted = fake_client.post("/ocr", content=receipt,
+                              headers={"Content-Type": "image/jpeg"}).json()
+    result = posted["result_url"].removeprefix("http://testserver")
+    gets = [route.path for route in fake_client.app.routes
+            if "GET" in getattr(route, "methods", ()) and "{" not in route.path]
+    assert {"/", "/healthz", "/openapi.json", "/docs"} <= set(gets)
+    for path in [*gets, f"/ocr/{posted['hash']}", "/ocr/" + "0" * 64, result,
+                 posted["pages"][0]["thumbnail_url"].removeprefix("http://testserver")]:
+        get, head = fake_client.get(path), fake_client.head(path)
+        assert head.status_code == get.status_code, path
+        assert head.content == b"", path
+        for name in ("content-type", "content-length", "cache-control", "etag"):
+            assert head.headers.get(name) == get.headers.get(name), (path, name)
+
+
+def test_openapi_has_distinct_operation_ids_for_head(fake_client):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # FastAPI warns on a duplicate operation id
+        spec = fake_client.app.openapi()
+    paths = spec["paths"]
+    assert {"get", "head"} <= set(paths["/ocr/{digest}"]) and {"get", "head"} <= set(
+        paths["/healthz"])
+    ids = [op["operationId"] for ops in paths.values() for op in ops.values()]
+    assert len(ids) == len(set(ids)), ids
+
+
+@pytest.mark.parametrize(("method", "path", "allow"), [
+    ("PUT", "/results/0123456789abcdef/" + "0" * 64 + ".json", "GET, HEAD"),
+    ("DELETE", "/results/0123456789abcdef/" + "0" * 64 + ".json", "GET, HEAD"),
+    ("POST", "/results/anything", "GET, HEAD"),
+    ("PATCH", "/results/0123456789abcdef/" + "0" * 64 + "/thumbs/1.jpg", "GET, HEAD"),
+    ("OPTIONS", "/ocr", "POST"),
+    ("OPTIONS", "/healthz", "GET, HEAD"),
+    ("DELETE", "/ocr/" + "0" * 64, "GET, HEAD"),
+    ("GET", "/uploads", "POST"),
+    ("PROPFIND", "/", "GET, HEAD"),
+])
+def test_other_methods_get_405_json_with_allow(fake_client, method, path, allow):
+    resp = fake_client.request(method, path, content=b"{}")
+    assert resp.status_code == 405, resp.text
+    assert assert_error_shape(resp)["code"] == "method_not_allowed"
+    assert resp.headers["allow"] == allow
+
+
+def test_cors_preflight_when_origins_are_set(tmp_path, fake):
+    app = create_app(Settings(results_dir=tmp_path, cors_origins=("https://page.example",)),
+                     engine_factory=lambda: fake)
+    with TestClient(app) as c:
+        ok = c.options("/ocr", headers={"Origin": "https://page.example",
+                                        "Access-Control-Request-Method": "POST",
+                                        "Access-Control-Request-Headers": "content-type"})
+        assert ok.status_code == 200
+        assert ok.headers["access-control-allow-origin"] == "https://page.example"
+        assert {"GET", "HEAD", "POST", "PUT"} <= {
+            m.strip() for m in ok.headers["access-control-allow-methods"].split(",")}
+        refused = c.options("/ocr", headers={"Origin": "https://elsewhere.example",
+                                             "Access-Control-Request-Method": "POST"})
+        assert refused.status_code == 400
+        assert assert_error_shape(refused)["code"] == "cors_not_allowed"
+        plain = c.options("/ocr")  # not a preflight: no method here answers OPTIONS
+        assert plain.status_code == 405 and plain.headers["allow"] == "POST"
+        assert assert_error_shape(plain)["code"] == "method_not_allowed"
+        simple = c.get("/healthz", headers={"Origin": "https://page.example"})
+        assert simple.headers["access-control-allow-origin"] == "https://page.example"
+
+
+def test_no_cors_means_options_is_405(fake_client):
+    resp = fake_client.options("/ocr", headers={"Origin": "https://page.example",
+                                               "Access-Control-Request-Method": "POST"})
+    assert resp.status_code == 405 and resp.headers["allow"] == "POST"
+    assert "access-control-allow-origin" not in resp.headers
+    assert assert_error_shape(resp)["code"] == "method_not_allowed"
+
+
+@pytest.mark.parametrize(("sent", "echoed"), [
+    (b"req-42", "req-42"),
+    (b"r" * 64, "r" * 64),
+    (b"r" * 65, None),
+    (b"caf\xe9", None),
+    (b"two words", None),
+    (b"tab\there", None),
+    (b"", None),
+])
+def test_request_id_is_echoed_only_when_safe(fake_client, sent, echoed):
+    """X-Request-Id goes into a response header and every log line: visible ASCII, 64 at
+    most, else a fresh id."""
+    resp = raw_asgi(fake_client.app, "GET", "/healthz", [(b"X-Request-Id", sent)])
+    assert resp.status_code == 200
+    got = resp.headers.get_list("x-request-id")
+    assert len(got) == 1
+    if echoed is not None:
+        assert got[0] == echoed
+    else:
+        assert len(got[0]) == 32 and int(got[0], 16) >= 0
+
+
+@pytest.mark.parametrize("header", [b"User-Agent", b"X-Request-Id", b"X-Forwarded-For",
+                                    b"Origin", b"Cookie", b"If-None-Match", b"Host"])
+def test_latin1_header_bytes_are_not_a_500(fake_client, receipt, header):
+    """Bytes 0x80-0xFF in any header (HTTP allows them; uvicorn passes them on)."""
+    value = b"caf\xe9 \xff\xfe"
+    upload = json.dumps({"sha256": "a" * 64, "bytes": 5, "content_type": "image/png"}).encode()
+    for method, path, ctype, body in (
+            ("GET", "/healthz", None, b""),
+            ("POST", "/ocr", b"image/jpeg; name=\xe9", receipt),
+            ("POST", "/uploads", b"application/json", upload)):
+        headers = [(header, value)] + ([(b"Content-Type", ctype)] if ctype else [])
+        resp = raw_asgi(fake_client.app, method, path, headers, body)
+        assert resp.status_code in (200, 201), (method, path, resp.status_code, resp.text)
+        assert len(resp.headers.get_list("x-request-id")) == 1
+
+
+def raw_asgi(app, method: str, path: str, headers: list[tuple[bytes, bytes]],
+             body: bytes = b"") -> httpx.Response:
+    """One request with exactly these header bytes (httpx's ASGI transport hands them over
+    raw; the TestClient would re-encode them as UTF-8)."""
+    import asyncio
+
+    async def call() -> httpx.Response:
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=True)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+            return await c.request(method, path, headers=headers, content=body)
+
+    return asyncio.run(call())

@@ -5,10 +5,6 @@ multipart ``image`` and ``file``, base64 JSON) and must get exactly the status a
 ``expected.json``: the service sniffs bytes, so the form and the declared type must not
 matter. Failures must have the JSON error shape, run no inference and store nothing; the edge
 cases that must succeed must be stored and read as ``expected.json`` says.
-
-Cases the app currently gets wrong are marked ``xfail(strict=True)`` in ``KNOWN_BUGS`` with
-the cause: the suite stays green, the problem stays visible, and the mark has to go as soon
-as the app is fixed (a strict xfail that passes fails the run).
 """
 
 from __future__ import annotations
@@ -34,17 +30,6 @@ MANIFEST: dict[str, Any] = json.loads((CORPUS / "expected.json").read_text())
 CASES: list[dict[str, Any]] = MANIFEST["cases"]
 BY_FILE = {case["file"]: case for case in CASES}
 FORMS = ("raw_octet", "raw_wrong_type", "multipart_image", "multipart_file", "base64_json")
-
-_LENIENT_FALLBACK = (
-    "decode.py falls back to Pillow for every format when cv2.imdecode fails, and Pillow "
-    "ignores IDAT CRCs and zero-fills missing rows: a PNG libpng refuses is OCR'd and stored"
-)
-_IMDECODE_RAISES = (
-    "500: decode.py calls cv2.imdecode unguarded; for a side over 2^20 (CV_IO_MAX_IMAGE_WIDTH/"
-    "HEIGHT) it raises cv2.error instead of returning None (found by test_fuzz)"
-)
-# file -> (why, what the failure raises today: anything else is a new failure, not this one)
-KNOWN_BUGS: dict[str, tuple[str, type[BaseException]]] = {}
 
 
 def post_form(client: TestClient, form: str, name: str, data: bytes) -> httpx.Response:
@@ -85,17 +70,6 @@ def corpus(tmp_path_factory, engine):
         yield app
 
 
-def _case_params() -> list[Any]:
-    params = []
-    for case in CASES:
-        marks = []
-        if case["file"] in KNOWN_BUGS:
-            reason, raises = KNOWN_BUGS[case["file"]]
-            marks.append(pytest.mark.xfail(strict=True, reason=reason, raises=raises))
-        params.append(pytest.param(case, id=case["file"], marks=marks))
-    return params
-
-
 def test_manifest_lists_every_file():
     on_disk = {p.name for p in CORPUS.iterdir() if p.name != "expected.json"}
     assert on_disk == set(BY_FILE)
@@ -103,9 +77,9 @@ def test_manifest_lists_every_file():
     assert all((case["status"] == 200) == (case.get("code") is None) for case in CASES)
 
 
-@pytest.mark.parametrize("case", _case_params())
+@pytest.mark.parametrize("case", CASES, ids=[case["file"] for case in CASES])
 def test_corpus_case(corpus: CorpusApp, case: dict[str, Any]):
-    """Every body form in turn (one test per file keeps a known bug to one xfail line)."""
+    """Every body form in turn, one test per file."""
     data = (CORPUS / case["file"]).read_bytes()
     for form in FORMS:
         calls_before, puts_before = corpus.counting.calls, len(corpus.store.puts)

@@ -97,12 +97,20 @@ def test_cmyk_jpeg_is_converted():
     assert r > 200 and g < 60 and b < 60
 
 
-@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF"])
-def test_every_supported_format_decodes(fmt):
-    out = decode(encode(marker_image(), fmt), **LIMITS)
-    assert out.info.format == fmt.lower().replace("jpeg", "jpeg")
+@pytest.mark.parametrize(("fmt", "name"), [("PNG", "png"), ("JPEG", "jpeg"), ("WEBP", "webp"),
+                                           ("BMP", "bmp"), ("TIFF", "tiff"), ("GIF", "gif")])
+def test_every_supported_format_decodes(fmt, name):
+    """Each format is sniffed by its bytes and named as the result's ``document.format``
+    says (DESIGN §2: ``"jpeg"``, not ``"jpg"``), and decodes to the right pixels."""
+    data = encode(marker_image(), fmt)
+    out = decode(data, **LIMITS)
+    assert sniff_format(data) == name
+    assert (out.info.format, out.info.width, out.info.height, out.info.bytes) == (
+        name, 60, 40, len(data))
     assert out.pixels.shape == (40, 60, 3)
     assert red_corner(out.pixels) == (0, 0)
+    b, g, r = out.pixels[35, 50].tolist()  # the rest is white
+    assert min(b, g, r) > 200
 
 
 def test_first_frame_of_animated_gif_and_first_page_of_tiff():

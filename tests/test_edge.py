@@ -6,9 +6,12 @@ Tests run in file order: the first one relies on being the first to GET the rece
 through the edge (MISS, then HIT). Each test that needs a fresh OCR uses its own small image,
 so every store sees every image once; only the receipt is big.
 
-nginx comes from Debian (``make nginx``, run by ``make test``). The edge-vs-origin latency
-measured here is written to ``artifacts/edge-latency.txt`` (gitignored); it is reported, not
-asserted, since these are two shared cores.
+nginx comes from Debian (``make nginx``, run by ``make test``). Nothing here depends on how
+busy the machine is: which answers came from the cache is traced through ``X-Request-Id``
+(the origin echoes it, and nginx stores that answer, headers and all), not inferred from
+timings, and the edge-vs-origin latency (written to ``artifacts/edge-latency.txt``,
+gitignored) is asserted only relatively, as medians of interleaved requests, which load
+slows alike.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,7 +54,9 @@ RECEIPT = "images/receipts_sroie/X51006329399.jpg"
 SMALL = "images/peer_rapidocr_lines"  # one-line images: OCR in well under a second
 OCR_TIMEOUT_S = 180  # a first OCR loads the engine, on 2 shared cores with other jobs running
 NEGATIVE_TTL_S = float(NEGATIVE_TTL.removesuffix("s"))
-STALE_SLACK_S = 3.0  # polling interval, scheduling on a busy machine
+# nginx keeps time in whole seconds: an entry valid for TTL s is served for at most TTL + 1 s
+NEGATIVE_LIFE_S = NEGATIVE_TTL_S + 1.0
+POLLS_FOR_A_HIT = 50
 CACHE_CONTROL = "public, max-age=31536000, immutable"
 LATENCY_GETS = 50
 
@@ -70,9 +76,9 @@ class Reply:
 
 
 def fetch(url: str, data: bytes | None = None, content_type: str = "image/jpeg",
-          timeout: float = OCR_TIMEOUT_S) -> Reply:
+          timeout: float = OCR_TIMEOUT_S, headers: dict[str, str] | None = None) -> Reply:
     """GET, or POST ``data``; an HTTP error status is a reply here, not an exception."""
-    request = urllib.request.Request(url, data=data)
+    request = urllib.request.Request(url, data=data, headers=headers or {})
     if data is not None:
         request.add_header("Content-Type", content_type)
     try:
@@ -152,49 +158,103 @@ def test_post_and_other_paths_are_never_cached(edge: Launched, eval_dir: Path) -
     assert first.cache_status is None and second.cache_status is None
 
 
+@dataclass(frozen=True)
+class Traced:
+    """One GET with its own X-Request-Id, and when it was sent and answered."""
+
+    rid: str
+    sent: float
+    received: float
+    reply: Reply
+
+    @property
+    def answered_by(self) -> str:
+        """The id of the request the origin answered: ours, or (from the cache) an earlier
+        one's, since nginx stores the origin's answer headers and all."""
+        return self.reply.headers["x-request-id"]
+
+
+def traced_get(url: str, trace: list[Traced]) -> Traced:
+    rid = uuid.uuid4().hex
+    sent = time.monotonic()
+    reply = fetch(url, headers={"X-Request-Id": rid})
+    trace.append(Traced(rid, sent, time.monotonic(), reply))
+    return trace[-1]
+
+
+def check_cache_trace(trace: list[Traced]) -> None:
+    """Sequential GETs of one URL: a HIT is the answer the origin gave the latest request
+    that reached it, and no cached 404 outlives its entry (``HIT sent - origin answer
+    received`` is a lower bound on the entry's age, which load can only shrink)."""
+    populated: Traced | None = None
+    for t in trace:
+        if t.reply.cache_status == "HIT":
+            assert populated is not None, "a HIT before anything reached the origin"
+            assert t.answered_by == populated.rid, "a HIT that is not the latest origin answer"
+            if t.reply.status == 404:
+                assert t.sent - populated.received < NEGATIVE_LIFE_S, (
+                    "a cached 404 served after its entry expired")
+        else:
+            assert t.answered_by == t.rid, f"{t.reply.cache_status} but not the origin's answer"
+            populated = t
+
+
 def test_missing_result_404_is_cached_only_briefly(edge: Launched, eval_dir: Path) -> None:
-    """A 404 for a result not stored yet must not hide it for long (ErrorCachingMinTTL)."""
+    """A 404 for a result not stored yet is cached, so polls in a burst cost the origin one
+    request, but only for ErrorCachingMinTTL, so it cannot hide a result stored a moment
+    later. Traced request by request (X-Request-Id), whatever the machine's load."""
     data = (eval_dir / SMALL / "text_cls.jpg").read_bytes()
     pipeline = fetch(f"{edge.url}/healthz").json()["pipeline"]
     url = f"{edge.url}/results/{pipeline}/{hashlib.sha256(data).hexdigest()}.json"
+    trace: list[Traced] = []
 
-    t0 = time.monotonic()
-    missing, again = fetch(url), fetch(url)
-    assert missing.status == again.status == 404
-    assert missing.json()["error"]["code"] == "not_found"
-    assert missing.cache_status == "MISS"
-    if time.monotonic() - t0 < NEGATIVE_TTL_S / 2:  # else the entry may have expired already
-        assert again.cache_status == "HIT"
+    missing = traced_get(url, trace)
+    assert missing.reply.status == 404 and missing.reply.cache_status == "MISS"
+    assert missing.reply.json()["error"]["code"] == "not_found"
+    # one poll within the entry's life is a HIT however slow the machine; an expired entry
+    # is fetched again (EXPIRED) and the next poll gets another chance
+    for _ in range(POLLS_FOR_A_HIT):
+        if traced_get(url, trace).reply.cache_status == "HIT":
+            break
+    else:
+        pytest.fail(f"no cached 404 in {POLLS_FOR_A_HIT} polls: "
+                    f"{[t.reply.cache_status for t in trace]}")
 
-    # keep the edge's cached 404 fresh while the POST runs, as an impatient client would
+    # keep polling while the POST runs, as an impatient client would
     posted: list[Reply] = []
     post = threading.Thread(target=lambda: posted.append(fetch(f"{edge.url}/ocr", data)))
     post.start()
-    seen: list[tuple[int, str | None]] = []
     while post.is_alive():
-        reply = fetch(url)
-        seen.append((reply.status, reply.cache_status))
+        traced_get(url, trace)
         time.sleep(0.05)
     post.join()
     stored_at = time.monotonic()
     assert posted and posted[0].status == 200, posted and posted[0].body[:300]
-
-    while (reply := fetch(url)).status != 200:
-        assert reply.status == 404, reply.body[:300]
-        assert time.monotonic() - stored_at <= NEGATIVE_TTL_S + STALE_SLACK_S, "404 still served"
+    hang_guard = stored_at + 120  # not the property under test: that is below
+    while (last := traced_get(url, trace)).reply.status != 200:
+        assert last.reply.status == 404, last.reply.body[:300]
+        assert time.monotonic() < hang_guard, "the stored result never came through"
         time.sleep(0.05)
-    hidden_s = time.monotonic() - stored_at
-    assert hidden_s <= NEGATIVE_TTL_S + STALE_SLACK_S
-    assert_s3_headers(reply)
-    assert reply.json()["hash"] == posted[0].json()["hash"]
-    assert (404, "HIT") in seen or len(seen) < 3, seen  # the 404s really came from the cache
+
+    check_cache_trace(trace)
+    after = [t for t in trace if t.sent >= stored_at]
+    for t in after[:-1]:  # each 404 once stored is a cached one, from before the store
+        assert (t.reply.status, t.reply.cache_status) == (404, "HIT"), t.reply.cache_status
+        [origin] = [o for o in trace if o.rid == t.answered_by]
+        assert origin.sent < stored_at
+    assert last.reply.cache_status != "HIT" and last.answered_by == last.rid
+    assert_s3_headers(last.reply)
+    assert last.reply.json()["hash"] == posted[0].json()["hash"]
+    statuses = {(t.reply.status, t.reply.cache_status) for t in trace}
+    assert (404, "HIT") in statuses and (404, "MISS") in statuses, statuses
 
 
 def test_edge_hit_latency_vs_origin(edge: Launched, receipt_answer: Reply) -> None:
     """Median GET latency for the receipt's result: nginx cache HIT vs the app itself.
 
     Keep-alive connections to both, requests interleaved so background load hits both
-    alike. Reported in artifacts/edge-latency.txt; only correctness is asserted.
+    alike: the edge's median must be the lower one (load slows both; it does not swap
+    them). Reported in artifacts/edge-latency.txt.
     """
     path = urlsplit(receipt_answer.json()["result_url"]).path
     edge_conn = http.client.HTTPConnection(*_host_port(edge.url), timeout=30)
@@ -221,6 +281,7 @@ def test_edge_hit_latency_vs_origin(edge: Launched, receipt_answer: Reply) -> No
     ARTIFACTS.mkdir(exist_ok=True)
     (ARTIFACTS / "edge-latency.txt").write_text(report)
     print(report)
+    assert statistics.median(edge_ms) < statistics.median(origin_ms), report
 
 
 def _host_port(url: str) -> tuple[str, int]:

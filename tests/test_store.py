@@ -82,6 +82,35 @@ def test_local_store_race(tmp_path):
     race(LocalStore(tmp_path))
 
 
-def test_local_store_refuses_escaping_keys(tmp_path):
-    with pytest.raises(ValueError):
-        LocalStore(tmp_path).get("../../etc/passwd")
+ABSOLUTE = "<absolute path to outside/abs.json>"
+ESCAPING_KEYS = ["../outside/x.json", "../../etc/passwd", "results/../../outside/y.json",
+                 ABSOLUTE, "", ".", "link/z.json"]
+OPERATIONS = {
+    "get": lambda store, key: store.get(key),
+    "put_if_absent": lambda store, key: store.put_if_absent(key, b'{"v": 1}'),
+    "put": lambda store, key: store.put(key, b'{"v": 1}'),
+}
+
+
+@pytest.mark.parametrize("operation", sorted(OPERATIONS))
+@pytest.mark.parametrize("key", ESCAPING_KEYS)
+def test_local_store_refuses_escaping_keys(tmp_path, operation, key):
+    """Every operation refuses a key that leads outside the store (``..``, an absolute
+    path, the root itself, a symlink out), and writes nothing anywhere."""
+    root, outside = tmp_path / "store", tmp_path / "outside"
+    outside.mkdir()
+    store = LocalStore(root)
+    (root / "link").symlink_to(outside, target_is_directory=True)
+    if key == ABSOLUTE:
+        key = str(outside / "abs.json")
+    before = sorted(tmp_path.rglob("*"))
+    with pytest.raises(ValueError, match="escapes the store"):
+        OPERATIONS[operation](store, key)
+    assert sorted(tmp_path.rglob("*")) == before
+
+
+def test_local_store_keeps_keys_that_stay_inside(tmp_path):
+    """Control for the test above: ``..`` that stays inside the store is just a path."""
+    store = LocalStore(tmp_path)
+    assert store.put_if_absent("results/a/../b.json", b"{}").created
+    assert store.get("results/b.json").body == b"{}"

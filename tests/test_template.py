@@ -452,6 +452,9 @@ def test_http_api_routes(expanded):
     assert {("POST", "/ocr"), ("GET", "/ocr/{hash}"), ("POST", "/uploads"), ("GET", "/healthz"),
             ("GET", "/"), ("GET", "/config.json"), ("GET", "/favicon.ico"),
             ("GET", "/static/{proxy+}"), ("GET", "/docs"), ("GET", "/openapi.json")} <= routes
+    # HEAD wherever GET, as the app serves it (otherwise API Gateway answers its own 404)
+    gets = {path for method, path in routes if method == "GET"}
+    assert gets and gets == {path for method, path in routes if method == "HEAD"}
     perm = _one(expanded, "AWS::Lambda::Permission")["Properties"]
     assert perm["Principal"] == "apigateway.amazonaws.com"
     assert perm["SourceArn"] == {"Fn::Sub": "arn:${AWS::Partition}:execute-api:${AWS::Region}:"

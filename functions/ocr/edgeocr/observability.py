@@ -1,7 +1,10 @@
 """Structured logs and CloudWatch metrics (Powertools), one JSON line per request.
 
 Logs carry a correlation id (the Lambda request id behind API Gateway, else the caller's
-``X-Request-Id``, else a fresh one) and never the image bytes, the body or the HMAC secret.
+``X-Request-Id`` when it is a short run of visible ASCII, else a fresh one) and never the
+image bytes, the body or the HMAC secret. Headers are read through Starlette's ``Headers``
+(Latin-1, as HTTP allows any byte 0x80-0xFF in a field value), never decoded by hand: a header
+no client should send is still one the server must answer, not a 500.
 Metrics go out as CloudWatch Embedded Metric Format on stdout, which Lambda ships to
 CloudWatch without an API call: one ``Requests`` count per request, by outcome.
 """
@@ -9,16 +12,28 @@ CloudWatch without an API call: one ``Requests`` count per request, by outcome.
 from __future__ import annotations
 
 import os
+import re
 import time
 import uuid
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
+from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 SERVICE = "edgeocr"
 NAMESPACE = "edgeocr"
 logger = Logger(service=SERVICE)
+# a caller's request id is echoed into a response header and every log line: visible ASCII
+# only (no spaces, controls or bytes over 0x7E), at most 64 characters, else a fresh id
+_REQUEST_ID = re.compile(r"[\x21-\x7e]{1,64}")
+
+
+def request_id_for(caller: str | None) -> str:
+    """The caller's ``X-Request-Id`` if it is safe to echo and log as it is, else a new one."""
+    if caller is not None and _REQUEST_ID.fullmatch(caller):
+        return caller
+    return uuid.uuid4().hex
 
 
 def outcome(status: int, cache: str | None, stored: str | None) -> str:
@@ -42,9 +57,8 @@ class RequestLogMiddleware:
             await self.app(scope, receive, send)
             return
         context = scope.get("aws.context")
-        headers = {k.decode().lower(): v.decode() for k, v in scope.get("headers", [])}
-        request_id = (getattr(context, "aws_request_id", None) or headers.get("x-request-id")
-                      or uuid.uuid4().hex)[:64]
+        request_id = getattr(context, "aws_request_id", None) or request_id_for(
+            Headers(raw=list(scope.get("headers", ()))).get("x-request-id"))
         logger.set_correlation_id(request_id)
         seen: dict[str, str | int | None] = {"status": 500, "cache": None, "stored": None}
         start = time.perf_counter()
@@ -52,10 +66,11 @@ class RequestLogMiddleware:
         async def capture(message: Message) -> None:
             if message["type"] == "http.response.start":
                 seen["status"] = message["status"]
-                out = {k.decode().lower(): v.decode() for k, v in message.get("headers", [])}
+                message.setdefault("headers", [])
+                out = MutableHeaders(scope=message)  # edits message["headers"] in place
                 seen["cache"] = out.get("x-edgeocr-cache")
                 seen["stored"] = out.get("x-edgeocr-stored")
-                message.setdefault("headers", []).append((b"x-request-id", request_id.encode()))
+                out.append("x-request-id", request_id)
             await send(message)
 
         try:

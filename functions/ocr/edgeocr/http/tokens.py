@@ -31,7 +31,9 @@ class UploadSigner:
             expires, length = int(expires_s), int(length_s)
         except ValueError:
             raise BadToken("the upload token is malformed") from None
-        if not hmac.compare_digest(mac, self._mac(sha256, length, content_type, expires)):
+        # compare_digest takes ASCII text only: anything else cannot be our MAC anyway
+        if not mac.isascii() or not hmac.compare_digest(
+                mac, self._mac(sha256, length, content_type, expires)):
             raise BadToken("the upload token does not match this file and content type")
         if time.time() > expires:
             raise BadToken("the upload token has expired; ask POST /uploads again")
