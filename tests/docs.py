@@ -198,3 +198,96 @@ def ink_box(bgr: np.ndarray) -> tuple[int, int, int, int]:
     """x0, y0, x1, y1 of the dark pixels."""
     ys, xs = np.nonzero(bgr.min(axis=2) < 128)
     return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
+
+
+# --- damaged documents (tests/test_bad_documents.py, tests/test_fuzz.py) ---------------------
+
+
+def plain_text_pdf(lines: Sequence[str], size: tuple[float, float] = (240, 90)) -> bytes:
+    """One born-digital page of Helvetica ``lines`` whose content stream is not compressed, so
+    that a byte-level mutation lands on text operators (PDFium's own writer compresses)."""
+    ops = [b"BT /F1 12 Tf 14 TL 10 %d Td" % (size[1] - 22)]
+    for line in lines:
+        escaped = line.encode("latin-1").replace(b"\\", b"\\\\").replace(b"(", b"\\(")
+        ops.append(b"(%s) Tj T*" % escaped.replace(b")", b"\\)"))
+    content = b"\n".join([*ops, b"ET"])
+    return pdf_from_objects([
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 %g %g] /Contents 4 0 R "
+        b"/Resources << /Font << /F1 5 0 R >> >> >>" % size,
+        b"<< /Length %d >>\nstream\n%s\nendstream" % (len(content), content),
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>",
+    ])
+
+
+def broken_content_pdf(pdf_bytes: bytes, page: int) -> bytes:
+    """``pdf_bytes`` with page ``page``'s content stream replaced by bytes that claim to be
+    Flate data and do not inflate (a damaged stream), written by qpdf (pikepdf, img2pdf's
+    PDF library). Its objects, xref and the other pages are intact."""
+    import pikepdf
+
+    with pikepdf.open(io.BytesIO(pdf_bytes)) as pdf:
+        pdf.pages[page - 1].obj.Contents.write(b"\x78\x9c" + bytes(range(7, 250)),
+                                               filter=pikepdf.Name.FlateDecode)
+        buf = io.BytesIO()
+        pdf.save(buf)
+    return buf.getvalue()
+
+
+def tiff_ifds(data: bytes) -> list[tuple[int, dict[int, tuple[int, int, int, int]]]]:
+    """A little-endian TIFF's IFDs in chain order: (offset, {tag: (type, count, value,
+    entry offset)}), stopping at a link out of the file or back to an IFD already seen."""
+    assert data[:4] == b"II*\x00", "little-endian TIFF only"
+    ifds: list[tuple[int, dict[int, tuple[int, int, int, int]]]] = []
+    at = struct.unpack_from("<I", data, 4)[0]
+    while at and at + 2 <= len(data) and at not in {o for o, _ in ifds}:
+        count = struct.unpack_from("<H", data, at)[0]
+        tags = {}
+        for i in range(count):
+            entry = at + 2 + 12 * i
+            if entry + 12 > len(data):
+                break
+            tag, kind, n, value = struct.unpack_from("<HHII", data, entry)
+            tags[tag] = (kind, n, value, entry)
+        ifds.append((at, tags))
+        link = at + 2 + 12 * count
+        at = struct.unpack_from("<I", data, link)[0] if link + 4 <= len(data) else 0
+    return ifds
+
+
+def _single_strip(data: bytes, page: int) -> tuple[int, int, int]:
+    """(entry offset of StripOffsets, strip start, strip length) of a one-strip page."""
+    _, tags = tiff_ifds(data)[page - 1]
+    (_, n, start, entry), (_, _, length, _) = tags[273], tags[279]
+    assert n == 1, "the builders below take pages stored as one strip"
+    return entry, start, length
+
+
+def tiff_with_truncated_page(tiff: bytes, page: int) -> bytes:
+    """``tiff`` (a Pillow-written little-endian TIFF) whose page ``page`` has lost the second
+    half of its data: that page's strip is moved to the end of the file and cut there, as a
+    writer that puts the last strip last and a transfer cut short leave it. Every IFD and
+    every other page is intact."""
+    entry, start, length = _single_strip(tiff, page)
+    out = bytearray(tiff)
+    struct.pack_into("<I", out, entry + 8, len(out))
+    return bytes(out + tiff[start:start + length // 2])
+
+
+def tiff_cut_in_page(tiff: bytes, page: int) -> bytes:
+    """``tiff`` cut off in the middle of page ``page``'s data. Pillow writes each page's data
+    before its IFD, so that page's IFD and all later ones are gone, and the previous page's
+    link to the next IFD points past the end of the file."""
+    _, start, length = _single_strip(tiff, page)
+    return tiff[:start + length // 2]
+
+
+def tiff_set_tag(tiff: bytes, page: int, tag: int, value: int) -> bytes:
+    """``tiff`` (little-endian) with one tag of page ``page`` set to ``value`` (a SHORT or
+    LONG held in the entry itself), e.g. a compression no reader knows."""
+    kind, n, _, entry = tiff_ifds(tiff)[page - 1][1][tag]
+    assert n == 1 and kind in (3, 4), "a single SHORT or LONG value"
+    out = bytearray(tiff)
+    struct.pack_into("<I" if kind == 4 else "<H", out, entry + 8, value)
+    return bytes(out)

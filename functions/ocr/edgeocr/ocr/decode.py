@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from ..errors import TooLarge, UnreadableImage, UnsupportedFormat
 
@@ -122,7 +122,7 @@ def _probe(data: bytes, fmt: str) -> tuple[int, int, int]:
                     orientation = int(im.getexif().get(0x0112, 1))
                 except Exception:  # a broken EXIF block is not worth refusing the image for
                     orientation = 1
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
+    except Exception as exc:  # Pillow's parsers raise KeyError, IndexError… on hostile headers
         raise UnreadableImage(f"cannot read the {fmt} header: {exc}", code="corrupt_image") from exc
     if width <= 0 or height <= 0:
         raise UnreadableImage("the image has no pixels", code="corrupt_image")
@@ -134,7 +134,7 @@ def _decode_with_pillow(data: bytes) -> np.ndarray:
         with Image.open(io.BytesIO(data)) as im:
             im.seek(0)  # first frame of an animation / first page
             rgba = np.asarray(im.convert("RGBA"))
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+    except Exception as exc:  # as above: damaged data is bad input, whatever Pillow raises
         raise UnreadableImage(f"cannot decode the image: {exc}", code="corrupt_image") from exc
     return cv2.cvtColor(rgba, cv2.COLOR_RGBA2BGRA)
 

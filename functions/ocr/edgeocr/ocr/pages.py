@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from ..errors import InputError, PageError, TooLarge, UnreadableImage, UnsupportedFormat
 from .config import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
@@ -184,8 +184,9 @@ def _tiff_frames(data: bytes, limits: Limits) -> list[_Frame]:
                         return frames
     except InputError:
         raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise UnreadableImage(f"cannot read the tiff header: {exc}", code="corrupt_image") from exc
+    except Exception as exc:  # Pillow's TIFF parser raises KeyError, IndexError… on bad IFDs
+        raise UnreadableImage(f"cannot read the tiff header: {exc!r}",
+                              code="corrupt_image") from exc
 
 
 def _frame(im: Image.Image, number: int, limits: Limits) -> _Frame:
@@ -229,6 +230,6 @@ def _pillow_page(data: bytes, index: int) -> np.ndarray:
             with Image.open(io.BytesIO(data), formats=["TIFF"]) as im:
                 im.seek(index)
                 rgba = np.asarray(im.convert("RGBA"))
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise PageError(f"page {index + 1}: cannot decode it: {exc}") from exc
+    except Exception as exc:  # whatever a damaged page makes Pillow raise: that page's error
+        raise PageError(f"page {index + 1}: cannot decode it: {exc!r}") from exc
     return cv2.cvtColor(rgba, cv2.COLOR_RGBA2BGRA)
