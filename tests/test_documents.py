@@ -314,7 +314,9 @@ def test_a_100_page_pdf_reads_in_bounded_memory(tmp_path, eval_dir, manifest):
     out = subprocess.run([sys.executable, "-c", script, str(path)], check=True,
                          capture_output=True, text=True, timeout=120)
     result = json.loads(out.stdout)
-    assert result["pages"] == 100 and result["sizes"] == [[2200, 1700, 3]]
+    # each receipt is a scan filling its page: read at the image's own pixels (DESIGN §3)
+    assert result["pages"] == 100 and len(result["sizes"]) > 1
+    assert all(h * w <= 40_000_000 for h, w, _ in result["sizes"])
     # interpreter + libraries ~80 MB, the file 36 MB, one page 11 MB: 185 MB measured
     assert result["peak_mb"] < 400, result
 
@@ -569,3 +571,17 @@ def test_thumbnail_is_a_small_jpeg_and_never_upscaled(receipts):
     assert jpeg_size(thumb) == (100, 200)
     back = cv2.imdecode(np.frombuffer(thumb, np.uint8), cv2.IMREAD_COLOR)
     assert np.abs(back.astype(np.int16) - small).mean() < 8  # quality ~80: close to source
+
+
+def test_a_scanned_page_is_read_at_its_images_own_pixels(eval_dir):
+    """DESIGN §3: a page made of one embedded image is read at that image's resolution, so
+    a scan in a PDF reads exactly as the image alone (img2pdf places a JPEG at 96 dpi, which
+    200 dpi would have upscaled 2.08x); a page that is not one image is rendered at pdf_dpi."""
+    jpeg = (eval_dir / "images/receipts_sroie/X51006556818.jpg").read_bytes()
+    alone = decode(jpeg, max_bytes=10**8, max_pixels=10**8).pixels
+    with open_document(docs.image_pdf([jpeg]), Limits(max_bytes=10**8)) as doc:
+        page = doc.page(1)
+    assert (page.height, page.width) == alone.shape[:2] and page.dpi == 96
+    assert np.array_equal(page.pixels, alone)
+    with open_document(docs.blank_pdf(1), Limits(max_bytes=10**8)) as doc:
+        assert doc.page(1).dpi == 200  # nothing embedded: the configured resolution

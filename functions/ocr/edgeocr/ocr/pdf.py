@@ -29,6 +29,7 @@ from .pages import Document, Limits, Page, TextLine, make_thumbnail, thumbnail_s
 _LOCK = threading.Lock()  # one per process: PDFium has global state
 _POINTS_PER_INCH = 72
 _WHITE = 0xFFFFFFFF
+_SCAN_COVER = 0.9  # an image over this share of the page, alone on it, makes the page a scan
 _SUBPIXEL = 16
 _LINE_BREAKS = frozenset({0x0A, 0x0D})
 _HYPHENS = frozenset({0x02, 0xFFFE})  # PDFium's mark for a hyphen that splits a word at line end
@@ -79,13 +80,13 @@ def fit_dpi(points: Points, limits: Limits, number: int = 1) -> int:
     return dpi
 
 
-def pixel_size(points: Points, dpi: int) -> tuple[int, int]:
+def pixel_size(points: Points, dpi: float) -> tuple[int, int]:
     """The page's size in pixels at ``dpi``, rounded (PDFium's own helper rounds up)."""
     scale = dpi / _POINTS_PER_INCH
     return max(1, round(points[0] * scale)), max(1, round(points[1] * scale))
 
 
-def _area(points: Points, dpi: int) -> int:
+def _area(points: Points, dpi: float) -> int:
     w, h = pixel_size(points, dpi)
     return w * h
 
@@ -177,9 +178,38 @@ def _page_content(page: pdfium.PdfPage, number: int, limits: Limits) -> _Content
     width, height = pixel_size(points, dpi)
     lines = _text_lines(page, width, height)
     if lines is None:
+        native = _scan_dpi(page, points, limits)
+        if native is not None:  # a scan: read it at its own pixels, as the image alone reads
+            width, height = pixel_size(points, native)
+            dpi = round(native)
         return _Content(points, dpi, width, height, _render(page, width, height), None, None)
     preview = _render(page, *thumbnail_size(width, height))
     return _Content(points, dpi, width, height, None, lines, preview)
+
+
+def _scan_dpi(page: pdfium.PdfPage, points: Points, limits: Limits) -> float | None:
+    """The resolution of the one image a scanned page is made of (DESIGN §3: such a page may
+    be read at its image's own resolution), when that image covers the page and nothing but
+    text (an invisible OCR layer) is drawn beside it; None otherwise, or when the image's own
+    pixels would pass ``max_pixels``. Reading a scan at its pixels reads it exactly as the
+    image alone would, where a fixed dpi would resample it first."""
+    images, others = [], 0
+    for obj in page.get_objects(max_depth=1):
+        if obj.type == pdfium_c.FPDF_PAGEOBJ_IMAGE:
+            images.append(obj)
+        elif obj.type != pdfium_c.FPDF_PAGEOBJ_TEXT:
+            others += 1
+    if len(images) != 1 or others:
+        return None
+    left, bottom, right, top = images[0].get_bounds()
+    covered = max(0.0, right - left) * max(0.0, top - bottom)
+    if covered < _SCAN_COVER * points[0] * points[1]:
+        return None
+    px_w, px_h = images[0].get_px_size()
+    dpi = _POINTS_PER_INCH * math.sqrt(px_w * px_h / covered)  # whatever the image's turn
+    if not dpi > 0 or _area(points, dpi) > limits.max_pixels:
+        return None
+    return dpi
 
 
 def _render(page: pdfium.PdfPage, width: int, height: int) -> np.ndarray:
