@@ -54,6 +54,10 @@ def create_session(path: Path, threads: int):
         opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    # No CPU memory arena: it keeps the peak of every page size ever seen, so a worker's RSS
+    # climbed page after page (857 MiB over a 100-page PDF, 609 MiB without; CPU time the
+    # same within noise, `make bench`)
+    opts.enable_cpu_mem_arena = False
     opts.log_severity_level = 3
     if not path.is_file():
         raise FileNotFoundError(f"model file {path} is missing: run `make setup`")
