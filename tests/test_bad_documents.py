@@ -16,6 +16,8 @@ What the damaged pages give, and why:
   and all later ones are gone, and page 1 links to an IFD past the end of the file): a 400.
   How many pages the file had cannot be known, so there is no document to report pages of;
   reading it as a one-page TIFF would silently drop pages.
+- a TIFF cut inside page 1 (so no IFD at all): a 400, with the same error JSON every time
+  (the same bytes give the same error, its message included).
 - a TIFF whose page 2 names a compression no reader knows (0): a 400 too, as a page bomb on
   page 2 is a 413: every page's header is checked at open, before anything is read.
 - a PDF whose page 2 content stream does not inflate: a 200 with every page read, page 2
@@ -76,6 +78,7 @@ REFUSED = {
     "200_inch_page": Refused(413, "too_many_pixels", "application/pdf"),
     "tiff_bomb": Refused(413, "too_many_pixels", "image/tiff"),
     "tiff_bomb_page_2": Refused(413, "too_many_pixels", "image/tiff"),
+    "tiff_cut_in_page_1": Refused(400, "corrupt_image", "image/tiff"),
     "tiff_cut_in_page_2": Refused(400, "corrupt_image", "image/tiff"),
     "tiff_unknown_compression_page_2": Refused(400, "corrupt_image", "image/tiff"),
 }
@@ -121,6 +124,7 @@ def documents(eval_dir, tmp_path_factory) -> dict[str, bytes]:
         "200_inch_page": docs.blank_pdf(1, (14400, 14400)),
         "tiff_bomb": docs.tiff_bomb(),
         "tiff_bomb_page_2": docs.tiff_bomb(first=first),
+        "tiff_cut_in_page_1": docs.tiff_cut_in_page(tiff, 1),
         "tiff_cut_in_page_2": docs.tiff_cut_in_page(tiff, 2),
         "tiff_unknown_compression_page_2": docs.tiff_set_tag(tiff, 2, 259, 0),
         "tiff_truncated_page_2": docs.tiff_with_truncated_page(tiff, 2),

@@ -3,6 +3,8 @@ the HTTP layer maps each class to a status, the engine knows nothing about HTTP.
 
 from __future__ import annotations
 
+import re
+
 
 class InputError(ValueError):
     """The input cannot be OCR'd; ``code`` is stable and documented in the API."""
@@ -44,3 +46,9 @@ class PageError(InputError):
     """One page of a readable document that cannot be rendered; the other pages still can."""
 
     code = "unreadable_page"
+
+
+def reason(exc: BaseException) -> str:
+    """A library's exception as a short reason for a message, without object addresses, so
+    that the same bytes always give the same error, message included."""
+    return re.sub(r"<[^<>]* at 0x[0-9a-fA-F]+>", "the data", str(exc)) or type(exc).__name__

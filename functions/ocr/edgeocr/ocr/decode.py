@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from ..errors import TooLarge, UnreadableImage, UnsupportedFormat
+from ..errors import TooLarge, UnreadableImage, UnsupportedFormat, reason
 
 # We enforce our own pixel limit before decoding; Pillow's global bomb check would only
 # duplicate it with a different threshold.
@@ -123,7 +123,8 @@ def _probe(data: bytes, fmt: str) -> tuple[int, int, int]:
                 except Exception:  # a broken EXIF block is not worth refusing the image for
                     orientation = 1
     except Exception as exc:  # Pillow's parsers raise KeyError, IndexError… on hostile headers
-        raise UnreadableImage(f"cannot read the {fmt} header: {exc}", code="corrupt_image") from exc
+        raise UnreadableImage(f"cannot read the {fmt} header: {reason(exc)}",
+                              code="corrupt_image") from exc
     if width <= 0 or height <= 0:
         raise UnreadableImage("the image has no pixels", code="corrupt_image")
     return width, height, orientation if orientation in _ORIENT else 1
@@ -135,7 +136,8 @@ def _decode_with_pillow(data: bytes) -> np.ndarray:
             im.seek(0)  # first frame of an animation / first page
             rgba = np.asarray(im.convert("RGBA"))
     except Exception as exc:  # as above: damaged data is bad input, whatever Pillow raises
-        raise UnreadableImage(f"cannot decode the image: {exc}", code="corrupt_image") from exc
+        raise UnreadableImage(f"cannot decode the image: {reason(exc)}",
+                              code="corrupt_image") from exc
     return cv2.cvtColor(rgba, cv2.COLOR_RGBA2BGRA)
 
 

@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from ..errors import InputError, PageError, TooLarge, UnreadableImage, UnsupportedFormat
+from ..errors import InputError, PageError, TooLarge, UnreadableImage, UnsupportedFormat, reason
 from .config import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
 from .decode import SUPPORTED, DecodedImage, decode, sniff_format, to_bgr8
 
@@ -185,7 +185,7 @@ def _tiff_frames(data: bytes, limits: Limits) -> list[_Frame]:
     except InputError:
         raise
     except Exception as exc:  # Pillow's TIFF parser raises KeyError, IndexError… on bad IFDs
-        raise UnreadableImage(f"cannot read the tiff header: {exc!r}",
+        raise UnreadableImage(f"cannot read the tiff header: {reason(exc)}",
                               code="corrupt_image") from exc
 
 
@@ -231,5 +231,5 @@ def _pillow_page(data: bytes, index: int) -> np.ndarray:
                 im.seek(index)
                 rgba = np.asarray(im.convert("RGBA"))
     except Exception as exc:  # whatever a damaged page makes Pillow raise: that page's error
-        raise PageError(f"page {index + 1}: cannot decode it: {exc!r}") from exc
+        raise PageError(f"page {index + 1}: cannot decode it: {reason(exc)}") from exc
     return cv2.cvtColor(rgba, cv2.COLOR_RGBA2BGRA)

@@ -22,7 +22,7 @@ import numpy as np
 import pypdfium2 as pdfium
 import pypdfium2.raw as pdfium_c
 
-from ..errors import EncryptedDocument, PageError, TooLarge, UnreadableDocument
+from ..errors import EncryptedDocument, PageError, TooLarge, UnreadableDocument, reason
 from .layout import reading_order
 from .pages import Document, Limits, Page, TextLine, make_thumbnail, thumbnail_size
 
@@ -158,11 +158,11 @@ def _read_page(pdf: pdfium.PdfDocument, number: int, limits: Limits) -> _Content
     try:
         page = pdf[number - 1]
     except pdfium.PdfiumError as exc:
-        raise PageError(f"page {number} cannot be loaded: {exc}") from exc
+        raise PageError(f"page {number} cannot be loaded: {reason(exc)}") from exc
     try:
         return _page_content(page, number, limits)
     except pdfium.PdfiumError as exc:
-        raise PageError(f"page {number} cannot be read: {exc}") from exc
+        raise PageError(f"page {number} cannot be read: {reason(exc)}") from exc
     finally:
         page.close()
 
