@@ -29,8 +29,7 @@ Budget: the ``ci`` profile (default) is derandomized and bounded (~150 examples 
 test, ``DOC_EXAMPLES`` per document test, well under a minute); ``HYPOTHESIS_PROFILE=long``
 (``make fuzz``) runs 3 x 5,000 image/body cases and 2 x 6,000 document cases with fresh
 randomness and keeps failures in ``.hypothesis/`` for replay (``FUZZ_DOC_EXAMPLES`` overrides
-the document count). Open bugs it found are tolerated by signature (``KNOWN_BUGS`` below) so
-long runs look for new ones.
+the document count).
 """
 
 from __future__ import annotations
@@ -44,7 +43,6 @@ import re
 import shutil
 import struct
 import tempfile
-import traceback
 import zlib
 from collections.abc import Callable
 from functools import partial
@@ -747,29 +745,11 @@ broken_bodies = st.one_of(
 
 # ------------------------------------------------------------------------- the app
 
-# Open app bugs this fuzzer found, each pinned by a strict xfail in test_corpus.py or a
-# failing test in test_bad_documents.py. They are tolerated here (and counted in the
-# statistics' events) so that a long run keeps looking for *other* bugs instead of stopping at
-# the first known one. Delete an entry once fixed.
-# The needle is looked for in the message and in the traceback (a function's frame).
-# (This fuzzer's first find, pages.py _tiff_frames letting Pillow's TypeError/KeyError out of
-# im.seek() for a damaged later IFD, was (Exception, ", in _tiff_frames\n", ...): fixed.)
-KNOWN_BUGS: tuple[tuple[type[BaseException], str, str], ...] = ()
-
-
-def known_bug(exc: BaseException) -> str | None:
-    text = str(exc) + "".join(traceback.format_tb(exc.__traceback__))
-    for kind, needle, what in KNOWN_BUGS:
-        if isinstance(exc, kind) and needle in text:
-            return what
-    return None
-
-
 class FuzzApp:
     """The app with the real engine and a recording local store, built once per module, with
     its in-process worker. The worker's exceptions are kept: the local worker would log and
     retry them, and record "processing_failed" after the last attempt; for bad input that is a
-    crash, and it fails the case (a known bug's is tolerated, as for a synchronous request)."""
+    crash, and it fails the case."""
 
     def __init__(self, root: Path, engine, **settings: Any) -> None:
         self.store = RecordingStore(root)
@@ -777,10 +757,8 @@ class FuzzApp:
                               engine_factory=lambda: engine)
         self.client = TestClient(self.app, raise_server_exceptions=True)
         self.pipeline: str = self.app.state.pipeline
-        self.cases = 0
         self.local = self.app.state.local_worker
         self.worker_errors: list[BaseException] = []
-        self.known_crashes: set[str] = set()  # digests a known bug made the worker fail
         self.crashes: dict[str, str] = {}  # digests another exception made the worker fail
         process = self.local.worker.process
 
@@ -795,18 +773,10 @@ class FuzzApp:
 
     def check(self, kwargs: dict[str, Any]) -> httpx.Response | None:
         """POST and assert the invariants; the final answer (after the worker, for a 202), or
-        None for a known open bug."""
-        self.cases += 1
+        None when there is nothing more to check."""
         self.worker_errors.clear()
         before = len(self.store.puts)
-        try:
-            resp = self.client.post("/ocr", **kwargs)
-        except Exception as exc:
-            known = known_bug(exc)
-            if known is None:
-                raise
-            event(f"KNOWN BUG (a 500 today, {type(exc).__name__}): {known}")
-            return None
+        resp = self.client.post("/ocr", **kwargs)
         assert resp.status_code < 500, resp.text[:500]
         if resp.status_code == 202:  # a long document: the worker reads it
             event("202 handed to the worker")
@@ -820,8 +790,7 @@ class FuzzApp:
 
     def upload(self, data: bytes, ctype: str) -> httpx.Response | None:
         """POST /uploads, the PUT it asks for, the worker, GET status_url: the final answer,
-        with the invariants asserted (None for a known open bug)."""
-        self.cases += 1
+        with the invariants asserted (None when nothing was uploaded)."""
         self.worker_errors.clear()
         before = len(self.store.puts)
         sha = hashlib.sha256(data).hexdigest()
@@ -858,12 +827,8 @@ class FuzzApp:
                 break
         assert resp.status_code != 202, f"still pending once the worker is idle: {resp.text}"
         for exc in self.worker_errors:
-            known = known_bug(exc)
-            if known is None:
-                self.crashes[digest] = repr(exc)
-                self.crashed(digest)
-            event(f"KNOWN BUG (a worker crash today, {type(exc).__name__}): {known}")
-            self.known_crashes.add(digest)
+            self.crashes[digest] = repr(exc)
+            self.crashed(digest)
         assert resp.status_code < 500, resp.text[:500]
         new = self.store.puts[before:]
         if resp.status_code == 200:
@@ -877,13 +842,13 @@ class FuzzApp:
         assert set(new) <= allowed, f"a refused document stored {sorted(set(new) - allowed)}"
         status = json.loads(self.store.get(status_key(self.pipeline, digest)).body)
         assert status["status"] == "failed" and status["error"] == error, status
-        return None if digest in self.known_crashes else resp
+        return resp
 
     def check_refused(self, resp: httpx.Response, digest: str | None = None) -> dict[str, str]:
         assert resp.status_code in DOCUMENTED_4XX, resp.text[:500]
         error = assert_error_shape(resp)
         event(f"{resp.status_code} {error['code']}")
-        if error["code"] == "processing_failed" and digest not in self.known_crashes:
+        if error["code"] == "processing_failed":
             self.crashed(digest)  # the worker gave up on these bytes: it crashed on them
         return error
 
