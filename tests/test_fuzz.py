@@ -53,7 +53,7 @@ import httpx
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
@@ -61,16 +61,10 @@ import docs
 from edgeocr.http.app import create_app
 from edgeocr.keys import content_hash, page_key, result_key, status_key, upload_key
 from edgeocr.settings import Settings
-from helpers import RecordingStore, assert_answer_is, assert_error_shape
+from helpers import RecordingStore, assert_answer_is, assert_error_shape, fuzz_profile
 
-_SLOW_OK = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example,
-            HealthCheck.filter_too_much]
-settings.register_profile("ci", max_examples=150, deadline=None, derandomize=True,
-                          database=None, suppress_health_check=_SLOW_OK, print_blob=True)
-settings.register_profile("long", max_examples=5_000, deadline=None,
-                          suppress_health_check=_SLOW_OK, print_blob=True)
+PROFILE = fuzz_profile()  # ci (make test) or long (make fuzz), registered in one place
 PROFILE_NAME = os.environ.get("HYPOTHESIS_PROFILE", "ci")
-PROFILE = settings.get_profile(PROFILE_NAME)
 # per document test: each example that still opens renders and reads 1-3 small pages
 DOC_EXAMPLES = int(os.environ.get("FUZZ_DOC_EXAMPLES", 6_000 if PROFILE_NAME == "long" else 25))
 DOC_MAX_PIXELS = 4_000_000
