@@ -31,7 +31,7 @@ serve: setup
 lint: setup
 	$(VENV)/bin/ruff check functions scripts tests layers
 
-test: setup lint chromium nginx checkov-venv doc-tools
+test: setup lint chromium nginx checkov-venv doc-tools cjk-font
 	$(VENV)/bin/pytest -q
 
 # Debian Chromium for the browser tests (tests/test_web.py); a no-op once installed.
@@ -48,6 +48,13 @@ doc-tools:
 	bash scripts/ensure_deb.sh qpdf qpdf
 	test -f /usr/share/doc/libtasn1-doc/libtasn1.pdf || { apt-get update -q && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -q libtasn1-doc; }
+
+# A Debian CJK font (WenQuanYi Zen Hei, as the eval's zh sets use) to render the vertical
+# Chinese columns and the Chinese word-box lines of tests/test_words.py; a no-op once installed.
+.PHONY: cjk-font
+cjk-font:
+	test -f /usr/share/fonts/truetype/wqy/wqy-zenhei.ttc || { apt-get update -q && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q fonts-wqy-zenhei; }
 
 # Debian nginx-light, the local CloudFront (`make serve EDGE=1`, tests/test_edge.py); a no-op
 # once installed.

@@ -105,8 +105,11 @@ class FakeEngine:
 
         self.calls += 1
         h, w = img.shape[:2]
-        line = SimpleNamespace(text=self.text, confidence=0.99,
-                               box=[[0, 0], [w, 0], [w, h], [0, h]])
+        from edgeocr.ocr.engine import Line, Word
+
+        box = [[0, 0], [w, 0], [w, h], [0, h]]
+        words = tuple(Word(t, 0.99, box) for t in self.text.split())
+        line = Line(self.text, 0.99, box, words)
         return SimpleNamespace(lines=[line], rotation=0, timings_ms={})
 
 

@@ -14,13 +14,37 @@ Source = Literal["ocr", "text"]
 
 
 @dataclass(frozen=True)
-class Line:
+class Word:
     text: str
     confidence: float
     box: Box
 
     def to_json(self) -> dict[str, Any]:
         return {"text": self.text, "confidence": self.confidence, "box": self.box}
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> Word:
+        return cls(obj["text"], obj["confidence"], obj["box"])
+
+
+@dataclass(frozen=True)
+class Line:
+    """A line and its words: split at spaces, a CJK character a word of its own; each box
+    inside the line's."""
+
+    text: str
+    confidence: float
+    box: Box
+    words: tuple[Word, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {"text": self.text, "confidence": self.confidence, "box": self.box,
+                "words": [w.to_json() for w in self.words]}
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> Line:
+        return cls(obj["text"], obj["confidence"], obj["box"],
+                   tuple(Word.from_json(w) for w in obj.get("words", ())))
 
 
 @dataclass(frozen=True)
@@ -69,7 +93,7 @@ class PageResult:
         pts = obj.get("points")
         return cls(
             page=int(obj["page"]), width=int(obj["width"]), height=int(obj["height"]),
-            lines=[Line(ln["text"], ln["confidence"], ln["box"]) for ln in obj.get("lines", ())],
+            lines=[Line.from_json(ln) for ln in obj.get("lines", ())],
             rotation=int(obj.get("rotation", 0)), source=obj.get("source", "ocr"),
             dpi=obj.get("dpi"), points=(float(pts[0]), float(pts[1])) if pts else None,
             thumbnail=obj.get("thumbnail"),

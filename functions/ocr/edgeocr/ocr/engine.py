@@ -5,21 +5,30 @@ the three sessions for the life of the process.
 
 Decisions the engine makes from evidence it already has (no extra model):
 - page orientation: box shapes say whether lines run sideways (90°/270°); the line
-  classifier's length-weighted vote says 0° or 180°; when the vote is close, recognition
-  confidence on the widest lines read both ways settles it;
-- single-line images: a tight crop (one row of text filling the image height, or no
-  detection at all on a small image) is recognised whole, as recognition-only mode would,
-  instead of being cut by the detector.
+  classifier's length-weighted vote over the widest lines says 0° or 180°; when the vote is
+  close, recognition confidence on the widest lines read both ways settles it. An
+  upside-down page keeps its boxes (turned with it), so it is detected once;
+- lines: only the lines recognition is unsure of are classified, and those the classifier
+  calls upside down are read both ways (a label stuck on upside down);
+- tight crops: an image that is one line (one row of text filling its height, or no
+  detection at all on a small image) is read whole, as recognition-only mode would, whichever
+  way its text runs: as it is, turned 180° and, unless it is clearly wider than tall, turned
+  90° both ways; the most confident reading wins (a reading of one or two characters counts
+  for less), and a visible one is never dropped.
+
+Every line keeps the crop it was read from (``geometry.Crop``), so its words, found in the
+crop (``words``), map back into the page through the crop's own geometry, however the line
+and the page were turned to be read.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-import cv2
 import numpy as np
 
 from .classify import LineClassifier
@@ -27,10 +36,11 @@ from .config import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, EngineSettings
 from .ctc import load_charset
 from .decode import DecodedImage, ImageInfo, decode, to_bgr8
 from .detect import TextDetector
-from .geometry import box_size, crop_quad, rotate_image, rotate_points
+from .geometry import Crop, box_size, rotate_image, rotate_points
 from .layout import group_rows, reading_order
 from .models import CLS_FILE, DET_FILE, REC_FILE, ModelSet, create_session
 from .recognize import HEIGHT, Recognition, TextRecognizer
+from .words import words
 
 Mode = Literal["auto", "page", "line"]
 
@@ -39,6 +49,21 @@ _LINE_FILL = 0.5  # one row whose boxes cover this share of the height: the imag
 _SMALL_IMAGE = 200  # no detection on an image this short: still try reading it whole
 _TIE_LOW = 0.3  # a classifier vote for 180° above this is checked by recognition
 _TIE_SAMPLE = 6
+_VOTE_SAMPLE = 12  # the widest lines classified for the page's 0°/180° vote
+_DOUBT = 0.9  # a line read with less confidence is classified (and maybe read turned)
+_WIDE = 2.0  # a tight crop this much wider than tall is not tried turned 90°
+_TURN_MARGIN = 0.01  # a turned tight crop must read this much more surely to win
+_SHORT = 1.0  # readings of a few characters are discounted by 1 - exp(-n / _SHORT)
+_CONTRAST = 3.0  # grey-level standard deviation of an image with something visible on it
+_SMALL_PAGE = 400  # px, longer side: a small image ...
+_FEW_BOXES = 3  # ... with this many boxes or fewer is also read whole (one word, cut up)
+
+
+@dataclass(frozen=True)
+class Word:
+    text: str
+    confidence: float
+    box: list[list[int]]  # 4 points, clockwise from the top-left of the text
 
 
 @dataclass(frozen=True)
@@ -46,6 +71,7 @@ class Line:
     text: str
     confidence: float
     box: list[list[int]]  # 4 points, clockwise from the top-left of the text
+    words: tuple[Word, ...] = ()
 
 
 @dataclass
@@ -103,83 +129,127 @@ class Engine:
         h, w = img.shape[:2]
         info = info or ImageInfo(width=w, height=h, format="raw", bytes=int(img.nbytes))
         clock = _Clock()
-        es = self.config
 
         boxes = [] if mode == "line" else [d.box for d in self.detector(img)]
         clock.lap("detect")
+        if mode == "line" or (mode == "auto" and _is_tight(img, boxes)):
+            return self._read_tight(img, info, clock)
+        page = self._read_page(img, boxes, info, clock)
+        if mode == "auto" and max(h, w) <= _SMALL_PAGE and len(boxes) <= _FEW_BOXES:
+            # A small image with a few boxes may still be one word, cut up by the detector
+            # (a vertical "BAG" as "BA" over "G"): read it whole too, and keep the better.
+            tight = self._read_tight(img, info, clock)
+            if _output_score(tight) > _output_score(page):
+                tight.timings_ms = clock.laps
+                return tight
+        return page
+
+    def _read_page(self, img: np.ndarray, boxes: list[np.ndarray], info: ImageInfo,
+                   clock: _Clock) -> OcrOutput:
+        """Lines found by the detector, oriented, read and put in reading order."""
+        h, w = img.shape[:2]
         # Lines running vertically: try the page turned 90° clockwise (detecting again, on
         # the turned page, is what makes a turned page read as well as an upright one).
         turns = 1 if _is_sideways(boxes) else 0
         upright = rotate_image(img, turns)
-        boxes, crops, p180 = self._lines(upright, mode, boxes if turns == 0 else None, clock)
-        if self._page_flipped(crops, p180):
-            turns += 2
-            upright = rotate_image(img, turns)
-            boxes, crops, p180 = self._lines(upright, mode, None, clock)
+        if turns:
+            boxes = [d.box for d in self.detector(upright)]
+            clock.lap("detect")
+        crops = [_crop(upright, b) for b in boxes]
+        flipped = self._page_flipped(crops, clock)
+        if flipped:
+            crops = [c.turned(2) for c in crops]
         clock.lap("orient")
 
-        results = self.recognizer(crops)
-        # Lines the classifier confidently calls upside down against the page's verdict
-        # (a label stuck on upside down) are read both ways; the more confident reading wins.
-        odd = [i for i, p in enumerate(p180) if p > es.cls_thresh]
+        results = self.recognizer([c.pixels for c in crops])
+        clock.lap("recognize")
+        self._settle_doubtful(crops, results, clock)
+
+        es = self.config
+        keep = [i for i, r in enumerate(results)
+                if r.text.strip() and r.confidence >= es.text_score]
+        uh, uw = upright.shape[:2]
+        reading = [rotate_points(crops[i].quad, 2 if flipped else 0, uw, uh) for i in keep]
+        order = [keep[j] for j in reading_order(reading)]
+        lines = [self._line(crops[i], results[i], turns, (uw, uh), (w, h)) for i in order]
+        clock.lap("words")
+        rotation = ((turns + (2 if flipped else 0)) % 4) * 90
+        return OcrOutput(info, lines, rotation=rotation, timings_ms=clock.laps)
+
+    def _read_tight(self, img: np.ndarray, info: ImageInfo, clock: _Clock) -> OcrOutput:
+        """The whole image as one line, read whichever way gives the most confident text."""
+        h, w = img.shape[:2]
+        whole = Crop.whole(img)
+        turns = [0, 2] if w >= h * _WIDE else [0, 1, 2, 3]
+        candidates = [whole.turned(k) for k in turns]
+        results = self.recognizer([c.pixels for c in candidates])
+        clock.lap("recognize")
+        # as it is wins ties: "66" turned is "99", and just as sure
+        best = max(range(len(turns)),
+                   key=lambda k: (_tight_score(results[k]) - (_TURN_MARGIN if k else 0.0), -k))
+        lines = []
+        if results[best].text.strip() and _visible(img):
+            lines = [self._line(candidates[best], results[best], 0, (w, h), (w, h))]
+        clock.lap("words")
+        return OcrOutput(info, lines, rotation=turns[best] * 90, timings_ms=clock.laps)
+
+    def _settle_doubtful(self, crops: list[Crop], results: list[Recognition],
+                         clock: _Clock) -> None:
+        """Lines read with little confidence that the classifier calls upside down are read
+        turned too; the more confident reading wins (in place)."""
+        doubt = [i for i, r in enumerate(results) if r.confidence < _DOUBT]
+        if not doubt:
+            return
+        p180 = self.classifier([crops[i].pixels for i in doubt])
+        clock.lap("classify")
+        odd = [i for i, p in zip(doubt, p180, strict=True) if p > self.config.cls_thresh]
         if odd:
-            again = self.recognizer([rotate_image(crops[i], 2) for i in odd])
-            for i, alt in zip(odd, again, strict=True):
+            turned = [crops[i].turned(2) for i in odd]
+            again = self.recognizer([c.pixels for c in turned])
+            for i, crop, alt in zip(odd, turned, again, strict=True):
                 if alt.confidence > results[i].confidence:
-                    results[i] = alt
-                    boxes[i] = np.roll(boxes[i], 2, axis=0)  # the text's top-left is its BR
+                    results[i], crops[i] = alt, crop
         clock.lap("recognize")
 
-        keep = [
-            i for i, r in enumerate(results) if r.text.strip() and r.confidence >= es.text_score
-        ]
-        boxes = [boxes[i] for i in keep]
-        results = [results[i] for i in keep]
-        order = reading_order(boxes)
-
-        uh, uw = upright.shape[:2]
+    def _line(self, crop: Crop, reading: Recognition, turns: int, upright_size: tuple[int, int],
+              size: tuple[int, int]) -> Line:
+        """A line in the coordinates of the image as given: its crop's corners and its words'
+        boxes, mapped out of the crop and back through the page's quarter turns."""
+        uw, uh = upright_size
         back = (-turns) % 4
-        lines = [
-            Line(
-                text=results[i].text,
-                confidence=round(results[i].confidence, 4),
-                box=_int_box(rotate_points(boxes[i], back, uw, uh), w, h),
-            )
-            for i in order
-        ]
-        return OcrOutput(info, lines, rotation=(turns % 4) * 90, timings_ms=clock.laps)
 
-    def _lines(
-        self, upright: np.ndarray, mode: Mode, boxes: list[np.ndarray] | None, clock: _Clock
-    ) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray]:
-        """Line boxes, their crops and P(180°) for an image believed upright. ``boxes`` are
-        reused when the detector already ran on exactly this image."""
-        uh, uw = upright.shape[:2]
-        if boxes is None:
-            boxes = [] if mode == "line" else [d.box for d in self.detector(upright)]
-            clock.lap("detect")
-        if mode == "line" or (mode == "auto" and _is_single_line(upright, boxes)):
-            boxes = [np.array([[0, 0], [uw, 0], [uw, uh], [0, uh]], dtype=np.float32)]
-        crops = [_crop(upright, b) for b in boxes]
-        p180 = self.classifier(crops) if crops else np.zeros(0, np.float32)
-        clock.lap("classify")
-        return boxes, crops, p180
+        def page_box(pts: np.ndarray) -> list[list[int]]:
+            return _int_box(rotate_points(pts, back, uw, uh), *size)
 
-    def _page_flipped(self, crops: list[np.ndarray], p180: np.ndarray) -> bool:
-        """Is the page upside down? A length-weighted classifier vote; whenever it does not
-        clearly say upright, recognition confidence on the widest lines read both ways
-        decides (the classifier alone misreads some binarised scans as 180°)."""
+        found = [Word(wd.text, wd.confidence,
+                      page_box(crop.to_image(np.array([[wd.box[0], wd.box[1]],
+                                                       [wd.box[2], wd.box[1]],
+                                                       [wd.box[2], wd.box[3]],
+                                                       [wd.box[0], wd.box[3]]]))))
+                 for wd in words(crop.pixels, reading)]
+        return Line(reading.text, round(reading.confidence, 4), page_box(crop.quad),
+                    tuple(found))
+
+    def _page_flipped(self, crops: list[Crop], clock: _Clock) -> bool:
+        """Is the page upside down? A length-weighted classifier vote over the widest lines;
+        whenever it does not clearly say upright, recognition confidence on the widest lines
+        read both ways decides (the classifier alone misreads some binarised scans as 180°)."""
         if not crops:
             return False
-        weights = np.array([c.shape[1] / max(c.shape[0], 1) for c in crops], dtype=np.float32)
+        aspect = np.array([c.pixels.shape[1] / max(c.pixels.shape[0], 1) for c in crops],
+                          dtype=np.float32)
+        widest = np.argsort(-aspect, kind="stable")[:_VOTE_SAMPLE]
+        p180 = self.classifier([crops[i].pixels for i in widest])
+        clock.lap("classify")
+        weights = aspect[widest]
         vote = float((weights * (p180 > 0.5)).sum() / weights.sum())
         if vote < _TIE_LOW:
             return False
         # the widest lines, each cut to what one recognition pass reads: the verdict needs
         # a few words, not a 20,000 px banner read twice
         limit = self.recognizer.max_width / HEIGHT
-        sample = [crops[i][:, : int(crops[i].shape[0] * limit) + 1]
-                  for i in np.argsort(-weights)[:_TIE_SAMPLE]]
+        sample = [crops[i].pixels[:, : int(crops[i].pixels.shape[0] * limit) + 1]
+                  for i in widest[:_TIE_SAMPLE]]
         upright = _mean_conf(self.recognizer(sample))
         flipped = _mean_conf(self.recognizer([rotate_image(c, 2) for c in sample]))
         return flipped > upright
@@ -214,22 +284,44 @@ def _is_sideways(boxes: list[np.ndarray]) -> bool:
     return tall > wide
 
 
-def _is_single_line(img: np.ndarray, boxes: list[np.ndarray]) -> bool:
+def _tight_score(r: Recognition) -> float:
+    """Confidence, discounted for very short readings: text turned the wrong way is often
+    read as one confident stray glyph (a CJK character, an "l"), rarely as a word."""
+    n = sum(1 for c in r.chars if not c.text.isspace())
+    return r.confidence * (1.0 - math.exp(-n / _SHORT))
+
+
+def _output_score(out: OcrOutput) -> float:
+    """The same measure over all the lines of a reading, as if they were one."""
+    n = sum(len(line.text.replace(" ", "")) for line in out.lines)
+    if not n:
+        return 0.0
+    conf = sum(line.confidence * len(line.text.replace(" ", "")) for line in out.lines) / n
+    return conf * (1.0 - math.exp(-n / _SHORT))
+
+
+def _visible(img: np.ndarray) -> bool:
+    return float(img.std()) > _CONTRAST
+
+
+def _is_tight(img: np.ndarray, boxes: list[np.ndarray]) -> bool:
+    """Is the image itself one line of text (a word crop, a single printed line)?"""
     h, w = img.shape[:2]
     if not boxes:
-        return h <= _SMALL_IMAGE and w >= h * 0.5 and float(img.std()) > 8.0
-    rows = group_rows(boxes)
+        return min(h, w) <= _SMALL_IMAGE and _visible(img)
+    across = 0 if _is_sideways(boxes) else 1  # a vertical line fills the width instead
+    rows = group_rows([b[:, ::-1] for b in boxes] if across == 0 else boxes)
     if len(rows) != 1:
         return False
-    ys = np.concatenate([b[:, 1] for b in boxes])
-    return float(ys.max() - ys.min()) >= _LINE_FILL * h
+    span = np.concatenate([b[:, across] for b in boxes])
+    return float(span.max() - span.min()) >= _LINE_FILL * (h if across else w)
 
 
-def _crop(img: np.ndarray, box: np.ndarray) -> np.ndarray:
-    crop = crop_quad(img, box)
-    ch, cw = crop.shape[:2]
+def _crop(img: np.ndarray, box: np.ndarray) -> Crop:
+    crop = Crop.cut(img, box)
+    ch, cw = crop.pixels.shape[:2]
     if ch >= cw * _SIDEWAYS_ASPECT:  # a vertical line inside a horizontal page
-        crop = cv2.rotate(crop, cv2.ROTATE_90_COUNTERCLOCKWISE)
+        crop = crop.turned(3)
     return crop
 
 

@@ -5,6 +5,8 @@ Boxes are float32 arrays of shape (4, 2), points clockwise from the top-left of 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import cv2
 import numpy as np
 
@@ -97,3 +99,36 @@ def rotate_points(pts: np.ndarray, quarter_turns: int, width: int, height: int) 
     else:
         out = np.stack([y, width - x], axis=-1)
     return out.astype(np.float32)
+
+
+@dataclass(frozen=True)
+class Crop:
+    """A rectified line and where it came from: its corners (top-left, top-right,
+    bottom-right, bottom-left of the crop, which is the text's own reading frame) as points
+    of the image it was cut from. Turning a crop rolls its corners, so any point of any crop,
+    however it was turned to be read, maps back into the image."""
+
+    pixels: np.ndarray
+    quad: np.ndarray  # (4, 2) float32
+
+    @classmethod
+    def whole(cls, img: np.ndarray) -> Crop:
+        h, w = img.shape[:2]
+        return cls(img, np.array([[0, 0], [w, 0], [w, h], [0, h]], dtype=np.float32))
+
+    @classmethod
+    def cut(cls, img: np.ndarray, box: np.ndarray) -> Crop:
+        return cls(crop_quad(img, box), np.asarray(box, dtype=np.float32))
+
+    def turned(self, quarter_turns: int) -> Crop:
+        """The crop turned clockwise by 90° × ``quarter_turns``."""
+        k = quarter_turns % 4
+        return Crop(rotate_image(self.pixels, k), np.roll(self.quad, k, axis=0))
+
+    def to_image(self, pts: np.ndarray) -> np.ndarray:
+        """Points of the crop (pixel-edge coordinates) as points of the image."""
+        h, w = self.pixels.shape[:2]
+        rect = np.array([[0, 0], [w, 0], [w, h], [0, h]], dtype=np.float32)
+        m = cv2.getPerspectiveTransform(rect, self.quad.astype(np.float32))
+        pts = np.asarray(pts, dtype=np.float32).reshape(-1, 1, 2)
+        return cv2.perspectiveTransform(pts, m).reshape(-1, 2)

@@ -44,6 +44,7 @@ class TextLine:
 
     text: str
     box: list[list[int]]  # 4 points clockwise from the top-left, in the page rendered at its dpi
+    words: tuple[tuple[str, list[list[int]]], ...] = ()  # each word's text and box, likewise
 
 
 @dataclass

@@ -25,6 +25,7 @@ import pypdfium2.raw as pdfium_c
 from ..errors import EncryptedDocument, PageError, TooLarge, UnreadableDocument, reason
 from .layout import reading_order
 from .pages import Document, Limits, Page, TextLine, make_thumbnail, thumbnail_size
+from .words import is_cjk
 
 _LOCK = threading.Lock()  # one per process: PDFium has global state
 _POINTS_PER_INCH = 72
@@ -257,7 +258,9 @@ def _text_lines(page: pdfium.PdfPage, width: int, height: int) -> list[TextLine]
         raw_lines = _read_chars(textpage.raw, invisible)
     finally:
         textpage.close()
-    lines = [TextLine(text, _device_box(page, rect, width, height)) for text, rect in raw_lines]
+    lines = [TextLine(text, _device_box(page, rect, width, height),
+                      tuple((w, _device_box(page, r, width, height)) for w, r in words))
+             for text, rect, words in raw_lines]
     order = reading_order([np.array(line.box, np.float32) for line in lines])
     return [lines[i] for i in order]
 
@@ -265,26 +268,35 @@ def _text_lines(page: pdfium.PdfPage, width: int, height: int) -> list[TextLine]
 Rect = list[float]  # left, bottom, right, top in PDF page space
 
 
-def _read_chars(textpage: object, invisible: set[int]) -> list[tuple[str, Rect]]:
-    """Lines of words from PDFium's character stream. PDFium marks line ends (generated CR LF)
-    and word gaps (generated spaces) itself; a hyphen that splits a word ends its line too
-    (PDFium joins the two halves without a break)."""
-    lines: list[tuple[str, Rect]] = []
-    words: list[str] = []
+def _read_chars(textpage: object,
+                invisible: set[int]) -> list[tuple[str, Rect, list[tuple[str, Rect]]]]:
+    """Lines of words from PDFium's character stream: each line's text, rectangle and words
+    with theirs. PDFium marks line ends (generated CR LF) and word gaps (generated spaces)
+    itself; a hyphen that splits a word ends its line too (PDFium joins the two halves
+    without a break). A CJK character is a word of its own, as in OCR'd lines."""
+    lines: list[tuple[str, Rect, list[tuple[str, Rect]]]] = []
+    words: list[tuple[str, Rect]] = []
     word: list[str] = []
     rect: Rect | None = None
+    word_rect: Rect | None = None
     box = pdfium_c.FS_RECTF()
 
     def end_word() -> None:
-        if word:
-            words.append("".join(word))
-            word.clear()
+        nonlocal word_rect
+        if word and word_rect is not None:
+            words.append(("".join(word), word_rect))
+        word.clear()
+        word_rect = None
 
     def end_line() -> None:
         nonlocal rect
         end_word()
         if words and rect is not None:
-            lines.append((" ".join(words), rect))
+            text = ""
+            for k, (w, _) in enumerate(words):
+                joined = k == 0 or (is_cjk(w) and is_cjk(words[k - 1][0]))
+                text += ("" if joined else " ") + w
+            lines.append((text, rect, list(words)))
         words.clear()
         rect = None
 
@@ -299,11 +311,17 @@ def _read_chars(textpage: object, invisible: set[int]) -> list[tuple[str, Rect]]
             continue
         if invisible and _address(pdfium_c.FPDFText_GetTextObject(textpage, i)) in invisible:
             continue
-        word.append("-" if hyphen else chr(code))
+        ch = "-" if hyphen else chr(code)
+        if is_cjk(ch):
+            end_word()
+        word.append(ch)
         if pdfium_c.FPDFText_GetLooseCharBox(textpage, i, box):
             rect = _union(rect, [box.left, box.bottom, box.right, box.top])
+            word_rect = _union(word_rect, [box.left, box.bottom, box.right, box.top])
         if hyphen:
             end_line()
+        elif is_cjk(ch):
+            end_word()
     end_line()
     return lines
 
