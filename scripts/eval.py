@@ -15,6 +15,11 @@ installed, else those items are skipped; ``--psm 7`` on line items). Each engine
 is run once untimed (RapidOCR loads its models lazily); the seconds are then the wall time of
 one engine call, decoding included, Tesseract's including its process start.
 
+Turned word crops: every ``en_words_ic15`` item is also read turned 90°, 180° and 270°
+(categories ``en_words_ic15_rot90`` …, the same GT, the crop losslessly turned into a
+temporary PNG), since a word on a vertical sign or a box's spine is cropped that way.
+``--no-turned`` leaves them out.
+
 Scoring lives in ``scoring.py``: what is normalised, how categories are aggregated, and why.
 Errors (an engine raising on an image) count as empty output and are reported.
 """
@@ -30,6 +35,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -260,6 +266,25 @@ def load_items(manifest: Path, categories: set[str] | None, limit: int | None) -
     return items
 
 
+TURNED_FROM = "en_words_ic15"
+
+
+def turned_items(items: list[Item], folder: Path) -> list[Item]:
+    """Each word crop turned clockwise by 90°, 180° and 270°: new items, same GT."""
+    import cv2
+    import numpy as np
+
+    out = []
+    for k in (1, 2, 3):
+        for item in (it for it in items if it.category == TURNED_FROM):
+            img = cv2.imread(str(item.path), cv2.IMREAD_UNCHANGED)
+            path = folder / f"{item.id}_rot{90 * k}.png"
+            cv2.imwrite(str(path), np.ascontiguousarray(np.rot90(img, -k)))
+            out.append(Item(f"{item.id}@rot{90 * k}", path, item.kind, item.lang,
+                            f"{TURNED_FROM}_rot{90 * k}", item.text, []))
+    return out
+
+
 def make_runners(names: Sequence[str], threads: int | None) -> list[Runner]:
     """Adapters for the requested engines that are available here; notes go to stderr."""
     if threads:
@@ -375,6 +400,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--threads", type=int,
                     help="ONNX Runtime intra-op threads for ours and RapidOCR (OCR_THREADS)")
     ap.add_argument("--json", type=Path, help="write numbers and per-item predictions here")
+    ap.add_argument("--no-turned", action="store_true",
+                    help=f"leave out the {TURNED_FROM} crops turned 90°/180°/270°")
     ap.add_argument("--rescore", type=Path, metavar="JSON",
                     help="score the predictions saved by an earlier --json run, run no engine")
     return ap.parse_args(argv)
@@ -389,12 +416,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     for missing in sorted((categories or set()) - {it.category for it in items}):
         print(f"note: no category {missing!r} in {args.manifest}", file=sys.stderr)
     names = [n.strip() for n in args.engines.split(",") if n.strip()]
+    scratch = tempfile.TemporaryDirectory(prefix="edgeocr-eval-")
+    if not args.no_turned and not args.rescore:
+        items += turned_items(items, Path(scratch.name))
     if args.rescore:
         saved = json.loads(args.rescore.read_text(encoding="utf-8"))
         records = [r for r in saved["items"] if r["engine"] in names]
     else:
         records = evaluate(items, make_runners(names, args.threads), tty=sys.stderr.isatty())
+    if args.rescore:  # the turned items of the saved run, by id, whatever the flag says
+        known = {it.id for it in items}
+        base = {it.id: it for it in items}
+        for r in records:
+            if r["id"] not in known and "@rot" in r["id"]:
+                src = base[r["id"].split("@")[0]]
+                items.append(Item(r["id"], src.path, src.kind, src.lang, r["category"],
+                                  src.text, []))
+                known.add(r["id"])
     cells = tabulate(items, records)
+    scratch.cleanup()
 
     summary = {cat: {eng: cell.summary() for eng, cell in by_eng.items()}
                for cat, by_eng in sorted(cells.items())}
