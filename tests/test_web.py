@@ -375,6 +375,54 @@ def test_hover_and_focus_link_lines_and_boxes(page: Page, receipt: Path) -> None
     assert not highlighted(page, "#overlay polygon[data-line='0']")
 
 
+def test_hovering_a_word_outlines_its_own_box(page: Page, receipt: Path, server: str) -> None:
+    # Each line is shown as its words (spans, with the line's own spaces between them), and
+    # hovering one draws that word's box from the engine's result over the line's box.
+    pick(page, receipt, timeout=FIRST_OCR_MS)
+    digest = hashlib.sha256(receipt.read_bytes()).hexdigest()
+    lines = page.request.get(f"{server}/ocr/{digest}").json()["pages"][0]["lines"]
+    assert all("words" in line for line in lines), "the engine's lines carry no words"
+    assert page.locator("#lines li .text").all_inner_texts() == [line["text"] for line in lines]
+    assert page.locator("#lines span.word").count() == sum(len(line["words"]) for line in lines)
+    assert page.locator("#overlay polygon").count() == len(lines)  # no word box until hovered
+
+    n = next(n for n, line in enumerate(lines) if "TAX INVOICE" in line["text"])
+    words = lines[n]["words"]
+    k = next(k for k, word in enumerate(words) if "INVOICE" in word["text"])
+    assert len(words) > 1
+    span = page.locator(f"#lines span.word[data-line='{n}'][data-word='{k}']")
+    word_box = f"#overlay polygon.word[data-line='{n}'][data-word='{k}']"
+    line_box = f"#overlay polygon[data-line='{n}']:not(.word)"
+    assert span.inner_text() == words[k]["text"]
+
+    span.hover()
+    assert page.locator("#overlay polygon.word").count() == 1, "no word box drawn on hover"
+    assert highlighted(page, word_box) and highlighted(page, line_box)
+    assert highlighted(page, f"#lines li[data-line='{n}']")
+    drawn = [float(v) for v in re.split(r"[ ,]", page.get_attribute(word_box, "points") or "")]
+    assert drawn == [float(v) for xy in words[k]["box"] for v in xy]
+    inner = page.locator(word_box).bounding_box()
+    outer = page.locator(line_box).bounding_box()
+    assert inner and outer and inner["width"] > 0 and inner["height"] > 0
+    slack = 1  # px: rounding of the scaled page grid
+    assert outer["x"] - slack <= inner["x"]
+    assert inner["x"] + inner["width"] <= outer["x"] + outer["width"] + slack
+    assert outer["y"] - slack <= inner["y"]
+    assert inner["y"] + inner["height"] <= outer["y"] + outer["height"] + slack
+    assert inner["width"] < outer["width"]  # a word of several, not the whole line
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "web-word-highlight.png"), full_page=True)
+
+    # Another word of the line moves the box; leaving the words removes it.
+    other = 0 if k else 1
+    page.hover(f"#lines span.word[data-line='{n}'][data-word='{other}']")
+    assert page.locator("#overlay polygon.word").count() == 1
+    assert highlighted(page, f"#overlay polygon.word[data-line='{n}'][data-word='{other}']")
+    page.mouse.move(1, 1)
+    assert page.locator("#overlay polygon.word").count() == 0
+    assert not highlighted(page, line_box)
+
+
 def test_drop_zone_works_from_the_keyboard(page: Page, receipt: Path) -> None:
     page.focus("body")
     page.keyboard.press("Tab")  # the skip link

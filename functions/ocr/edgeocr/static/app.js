@@ -646,7 +646,7 @@
     li.tabIndex = i === 0 ? 0 : -1; // roving tabindex: the list is one Tab stop, arrows move
     const text = document.createElement("span");
     text.className = "text";
-    text.textContent = line.text;
+    text.append(...lineText(line, i));
     const conf = document.createElement("span");
     conf.className = "conf";
     const pct = (line.confidence * 100).toFixed(1);
@@ -656,6 +656,41 @@
     if (line.confidence < 0.8) li.classList.add("low");
     li.append(text, conf);
     return li;
+  }
+
+  // A line's text as nodes: one <span class="word"> per word that has a box, and the text
+  // between words (spaces; none in CJK) as it is, so the row reads exactly as the line's
+  // text. Words are matched in order from where the last one ended (a word's text is the
+  // line's text with its spaces taken out, cut up); a word that does not match there gets no
+  // span, and a line without words (older results, some text-layer pages) is its plain text.
+  function lineText(line, i) {
+    const text = line.text || "";
+    const words = Array.isArray(line.words) ? line.words : [];
+    const nodes = [];
+    let at = 0; // everything before this is in nodes
+    let next = 0; // where the next word may start
+    words.forEach((word, k) => {
+      const w = word && typeof word.text === "string" ? word.text : "";
+      if (!w || !validBox(word.box)) return;
+      let start = next;
+      while (start < text.length && /\s/.test(text[start])) start += 1;
+      if (!text.startsWith(w, start)) return;
+      if (start > at) nodes.push(document.createTextNode(text.slice(at, start)));
+      const span = document.createElement("span");
+      span.className = "word";
+      span.dataset.line = String(i);
+      span.dataset.word = String(k);
+      span.textContent = w;
+      nodes.push(span);
+      at = next = start + w.length;
+    });
+    if (at < text.length || nodes.length === 0) nodes.push(document.createTextNode(text.slice(at)));
+    return nodes;
+  }
+
+  function validBox(b) {
+    return Array.isArray(b) && b.length >= 3
+      && b.every((pt) => Array.isArray(pt) && pt.length >= 2 && pt.every(Number.isFinite));
   }
 
   function metaParts(res, how) {
@@ -823,10 +858,49 @@
 
   function highlight(i, on) {
     const sel = `[data-line="${i}"]`;
-    for (const node of [el.overlay.querySelector(sel), el.lines.querySelector(sel)]) {
+    for (const node of [el.overlay.querySelector(`polygon:not(.word)${sel}`),
+                        el.lines.querySelector(`li${sel}`)]) {
       if (node) node.classList.toggle("highlight", on);
     }
   }
+
+  // A hovered word: its own box, drawn over the line's box only while the pointer is on it
+  // (one polygon at a time, so the overlay otherwise holds one box per line), and the word
+  // itself marked in the text.
+  function showWord(span) {
+    hideWord();
+    const p = view && view.res.pages[view.page];
+    const line = p && p.lines[Number(span.dataset.line)];
+    const word = line && Array.isArray(line.words) ? line.words[Number(span.dataset.word)] : null;
+    if (!word || !validBox(word.box)) return;
+    const poly = document.createElementNS(SVG_NS, "polygon");
+    poly.setAttribute("points", word.box.map(([x, y]) => `${x},${y}`).join(" "));
+    poly.setAttribute("class", "word highlight");
+    poly.dataset.line = span.dataset.line;
+    poly.dataset.word = span.dataset.word;
+    el.overlay.append(poly);
+    span.classList.add("highlight");
+  }
+
+  function hideWord() {
+    for (const node of el.overlay.querySelectorAll("polygon.word")) node.remove();
+    for (const node of el.lines.querySelectorAll("span.word.highlight")) {
+      node.classList.remove("highlight");
+    }
+  }
+
+  function wordSpan(node) {
+    return node && node.closest ? node.closest("span.word") : null;
+  }
+
+  el.lines.addEventListener("mouseover", (e) => {
+    const span = wordSpan(e.target);
+    if (span) showWord(span);
+  });
+  el.lines.addEventListener("mouseout", (e) => {
+    const span = wordSpan(e.target);
+    if (span && wordSpan(e.relatedTarget) !== span) hideWord();
+  });
 
   function lineIndex(e) {
     const node = e.target.closest && e.target.closest("[data-line]");
