@@ -129,3 +129,38 @@ def fuzz_profile():
     settings.register_profile("long", max_examples=5_000, deadline=None,
                               suppress_health_check=slow_ok, print_blob=True)
     return settings.get_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+def record_worker_errors(worker) -> list[BaseException]:
+    """Keep the exceptions of ``worker.process`` (still raising them): the local worker would
+    log and retry them, and a crash on bad input must fail the test, not become a
+    "processing_failed". Returns the list they are appended to."""
+    errors: list[BaseException] = []
+    process = worker.process
+
+    def recording(sha256: str, *args, **kwargs):
+        try:
+            return process(sha256, *args, **kwargs)
+        except Exception as exc:
+            errors.append(exc)
+            raise
+
+    worker.process = recording
+    return errors
+
+
+class CountingApp:
+    """A fresh app on a recording directory store whose engine counts page reads."""
+
+    def __init__(self, root: Path, engine) -> None:
+        from fastapi.testclient import TestClient
+
+        from edgeocr.http.app import create_app
+        from edgeocr.settings import Settings
+
+        self.store = RecordingStore(root)
+        self.counting = CountingEngine(engine)
+        self.app = create_app(Settings(results_dir=root), store=self.store,
+                              engine_factory=lambda: self.counting)
+        self.client = TestClient(self.app, raise_server_exceptions=True)
+        self.pipeline: str = self.app.state.pipeline

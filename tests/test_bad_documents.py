@@ -52,7 +52,13 @@ import edgeocr.ocr.pdf
 from edgeocr.http.app import create_app
 from edgeocr.keys import result_key, status_key, upload_key
 from edgeocr.settings import Settings
-from helpers import CountingEngine, RecordingStore, assert_answer_is, assert_error_shape
+from helpers import (
+    CountingApp,
+    RecordingStore,
+    assert_answer_is,
+    assert_error_shape,
+    record_worker_errors,
+)
 
 FORMS = ("raw", "octet_stream", "multipart_file", "base64_json")
 FAST_S = 1.0  # a refusal from headers, page count or page sizes: far under this, any form
@@ -133,30 +139,12 @@ def documents(eval_dir, tmp_path_factory) -> dict[str, bytes]:
     }
 
 
-class Api:
-    """A fresh app on a recording directory store, with its in-process worker, whose engine
-    counts page reads and whose worker's exceptions are kept (the local worker would log and
-    retry them: a crash on bad input must fail the test, not become a "processing_failed")."""
+class Api(CountingApp):
+    """A fresh counting app with its in-process worker, whose exceptions are kept."""
 
     def __init__(self, root: Path, engine) -> None:
-        self.store = RecordingStore(root)
-        self.counting = CountingEngine(engine)
-        self.app = create_app(Settings(results_dir=root), store=self.store,
-                              engine_factory=lambda: self.counting)
-        self.client = TestClient(self.app, raise_server_exceptions=True)
-        self.pipeline: str = self.app.state.pipeline
-        self.worker_errors: list[BaseException] = []
-        worker = self.app.state.local_worker.worker
-        process = worker.process
-
-        def recording(sha256: str, *args: Any, **kwargs: Any):
-            try:
-                return process(sha256, *args, **kwargs)
-            except Exception as exc:
-                self.worker_errors.append(exc)
-                raise
-
-        worker.process = recording
+        super().__init__(root, engine)
+        self.worker_errors = record_worker_errors(self.app.state.local_worker.worker)
 
     @property
     def engine_loaded(self) -> bool:

@@ -20,10 +20,8 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from edgeocr.http.app import create_app
 from edgeocr.keys import content_hash, result_key
-from edgeocr.settings import Settings
-from helpers import CountingEngine, RecordingStore, assert_answer_is, assert_error_shape
+from helpers import CountingApp, assert_answer_is, assert_error_shape
 
 CORPUS = Path(__file__).parent / "corpus" / "bad"
 MANIFEST: dict[str, Any] = json.loads((CORPUS / "expected.json").read_text())
@@ -47,17 +45,9 @@ def post_form(client: TestClient, form: str, name: str, data: bytes) -> httpx.Re
     raise ValueError(form)
 
 
-class CorpusApp:
+class CorpusApp(CountingApp):
     """One app for the whole module: identical bytes in later forms are cache hits, so each
     good case pays for OCR once."""
-
-    def __init__(self, root: Path, engine) -> None:
-        self.store = RecordingStore(root)
-        self.counting = CountingEngine(engine)
-        self.app = create_app(Settings(results_dir=root), store=self.store,
-                              engine_factory=lambda: self.counting)
-        self.client = TestClient(self.app, raise_server_exceptions=True)
-        self.pipeline: str = self.app.state.pipeline
 
     def key(self, data: bytes) -> str:
         return result_key(self.pipeline, content_hash(data, None))

@@ -61,7 +61,13 @@ import docs
 from edgeocr.http.app import create_app
 from edgeocr.keys import content_hash, page_key, result_key, status_key, upload_key
 from edgeocr.settings import Settings
-from helpers import RecordingStore, assert_answer_is, assert_error_shape, fuzz_profile
+from helpers import (
+    RecordingStore,
+    assert_answer_is,
+    assert_error_shape,
+    fuzz_profile,
+    record_worker_errors,
+)
 
 PROFILE = fuzz_profile()  # ci (make test) or long (make fuzz), registered in one place
 PROFILE_NAME = os.environ.get("HYPOTHESIS_PROFILE", "ci")
@@ -752,18 +758,8 @@ class FuzzApp:
         self.client = TestClient(self.app, raise_server_exceptions=True)
         self.pipeline: str = self.app.state.pipeline
         self.local = self.app.state.local_worker
-        self.worker_errors: list[BaseException] = []
+        self.worker_errors = record_worker_errors(self.local.worker)
         self.crashes: dict[str, str] = {}  # digests another exception made the worker fail
-        process = self.local.worker.process
-
-        def recording(sha256: str, *args: Any, **kwargs: Any):
-            try:
-                return process(sha256, *args, **kwargs)
-            except Exception as exc:
-                self.worker_errors.append(exc)
-                raise
-
-        self.local.worker.process = recording
 
     def check(self, kwargs: dict[str, Any]) -> httpx.Response | None:
         """POST and assert the invariants; the final answer (after the worker, for a 202), or

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 
-from .recognize import Char
+from .recognize import Char, Recognition
+from .words import WordSpan, ink_mask, split_words
 
 _MERGE = 1.15  # pieces are joined while the character stays within this many widths tall
 _GAP = 0.25  # background between characters laid in a row, in character widths
@@ -34,10 +34,7 @@ class Cell:
 def restack(column: np.ndarray) -> tuple[np.ndarray, list[Cell]]:
     """The column's characters laid left to right in a row, each upright."""
     h, w = column.shape[:2]
-    gray = column if column.ndim == 2 else cv2.cvtColor(column, cv2.COLOR_BGR2GRAY)
-    _, binary = cv2.threshold(gray, 0, 1, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
-    border = np.concatenate([binary[0], binary[-1], binary[:, 0], binary[:, -1]])
-    ink = binary != (1 if border.mean() >= 0.5 else 0)
+    ink = ink_mask(column)
     inked_cols = np.flatnonzero(ink.any(axis=0))
     size = max(int(inked_cols[-1] - inked_cols[0] + 1) if inked_cols.size else w, 1)
     rows = np.flatnonzero(ink.any(axis=1))
@@ -73,11 +70,19 @@ def _border(h: int, w: int) -> np.ndarray:
     return mask
 
 
-def char_cells(chars: tuple[Char, ...], cells: list[Cell]) -> list[Cell | None]:
-    """The cell each read character came from (by the centre of its span in the row)."""
-    out: list[Cell | None] = []
-    for c in chars:
-        mid = (c.x0 + c.x1) / 2
-        out.append(min(cells, key=lambda cell: abs((cell.x0 + cell.x1) / 2 - mid))
-                   if not c.text.isspace() else None)
+def column_words(width: int, reading: Recognition, cells: list[Cell]) -> list[WordSpan]:
+    """The words of a column read as a row, in the column's pixels: across its width, over
+    the cells their characters were read from."""
+    out = []
+    for group in split_words(reading.chars):
+        mine = [_cell_of(c, cells) for c in group]
+        box = (0.0, float(min(c.y0 for c in mine)), float(width), float(max(c.y1 for c in mine)))
+        out.append(WordSpan("".join(c.text for c in group),
+                            round(sum(c.prob for c in group) / len(group), 4), box))
     return out
+
+
+def _cell_of(char: Char, cells: list[Cell]) -> Cell:
+    """The cell a read character came from: the nearest to the centre of its span."""
+    mid = (char.x0 + char.x1) / 2
+    return min(cells, key=lambda cell: abs((cell.x0 + cell.x1) / 2 - mid))

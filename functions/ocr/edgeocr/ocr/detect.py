@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from .geometry import min_area_box, order_clockwise, unclip
+from .geometry import box_size, min_area_box, order_clockwise, unclip
 
 _MIN_SIDE = 3
 _COARSE = 0.5  # the retry scale when nothing was found
@@ -76,7 +76,7 @@ class TextDetector:
         scale = self.scale(h, w)
         if scale > 1.0:
             found = self._detect(img, 1.0)
-            if found and min(_height(d.box) for d in found) >= _SMALL_TEXT:
+            if found and min(min(box_size(d.box)) for d in found) >= _SMALL_TEXT:
                 return found
         found = self._detect(img, scale)
         if not found and max(self.input_size(h, w, scale)) > _COARSE_MIN:
@@ -122,11 +122,6 @@ class TextDetector:
                 continue
             out.append(Detection(box, score))
         return out
-
-
-def _height(box: np.ndarray) -> float:
-    """A box's short side: the height of the line it holds, whichever way it runs."""
-    return min(float(np.linalg.norm(box[0] - box[3])), float(np.linalg.norm(box[0] - box[1])))
 
 
 def _mean_inside(prob: np.ndarray, box: np.ndarray) -> float:

@@ -35,7 +35,7 @@ from typing import Literal
 import numpy as np
 
 from .classify import LineClassifier
-from .columns import char_cells, restack
+from .columns import column_words, restack
 from .config import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, EngineSettings
 from .ctc import load_charset
 from .decode import DecodedImage, ImageInfo, decode, to_bgr8
@@ -44,7 +44,7 @@ from .geometry import Crop, box_size, rotate_image, rotate_points
 from .layout import group_rows, reading_order
 from .models import CLS_FILE, DET_FILE, REC_FILE, ModelSet, create_session
 from .recognize import HEIGHT, Recognition, TextRecognizer
-from .words import split_words, words
+from .words import WordSpan, words
 
 Mode = Literal["auto", "page", "line"]
 
@@ -148,7 +148,6 @@ class Engine:
             # (a vertical "BAG" as "BA" over "G"): read it whole too, and keep the better.
             tight = self._read_tight(img, info, clock)
             if _output_score(tight) > _output_score(page):
-                tight.timings_ms = clock.laps
                 return tight
         return page
 
@@ -214,24 +213,10 @@ class Engine:
         # columns right to left, then top to bottom: rows of the page turned a quarter
         order = [keep[j] for j in reading_order(
             [np.stack([crops[i].quad[:, 1], w - crops[i].quad[:, 0]], axis=1) for i in keep])]
-        lines = []
-        for i in order:
-            if stacks[i] is None:
-                lines.append(self._line(crops[i], results[i], 0, (w, h), (w, h)))
-                continue
-            cells = char_cells(results[i].chars, stacks[i][1])
-            cw = float(crops[i].pixels.shape[1])
-            found = []
-            for group in split_words(results[i].chars):
-                mine = [cells[results[i].chars.index(c)] for c in group]
-                y0 = min(c.y0 for c in mine if c)
-                y1 = max(c.y1 for c in mine if c)
-                corners = np.array([[0, y0], [cw, y0], [cw, y1], [0, y1]], np.float32)
-                found.append(Word("".join(c.text for c in group),
-                                  round(sum(c.prob for c in group) / len(group), 4),
-                                  _int_box(crops[i].to_image(corners), w, h)))
-            lines.append(Line(results[i].text, round(results[i].confidence, 4),
-                              _int_box(crops[i].quad, w, h), tuple(found)))
+        lines = [self._line(crops[i], results[i], 0, (w, h), (w, h),
+                            None if stacks[i] is None else
+                            column_words(crops[i].pixels.shape[1], results[i], stacks[i][1]))
+                 for i in order]
         clock.lap("words")
         return OcrOutput(info, lines, rotation=0, timings_ms=clock.laps)
 
@@ -271,9 +256,10 @@ class Engine:
         clock.lap("recognize")
 
     def _line(self, crop: Crop, reading: Recognition, turns: int, upright_size: tuple[int, int],
-              size: tuple[int, int]) -> Line:
+              size: tuple[int, int], spans: list[WordSpan] | None = None) -> Line:
         """A line in the coordinates of the image as given: its crop's corners and its words'
-        boxes, mapped out of the crop and back through the page's quarter turns."""
+        boxes (found in the crop unless given), mapped out of the crop and back through the
+        page's quarter turns."""
         uw, uh = upright_size
         back = (-turns) % 4
 
@@ -285,7 +271,7 @@ class Engine:
                                                        [wd.box[2], wd.box[1]],
                                                        [wd.box[2], wd.box[3]],
                                                        [wd.box[0], wd.box[3]]]))))
-                 for wd in words(crop.pixels, reading)]
+                 for wd in (words(crop.pixels, reading) if spans is None else spans)]
         return Line(reading.text, round(reading.confidence, 4), page_box(crop.quad),
                     tuple(found))
 

@@ -82,14 +82,19 @@ def is_cjk(text: str) -> bool:
             or "\uf900" <= ch <= "\ufaff" or "\uff00" <= ch <= "\uffef")
 
 
-def _ink(crop: np.ndarray) -> np.ndarray:
-    """Boolean ink mask: Otsu's threshold, with the crop's border taken as background, less
-    the blobs that touch the top or bottom edge without reaching the middle of the line (the
-    descenders and capitals of the lines above and below)."""
+def ink_mask(crop: np.ndarray) -> np.ndarray:
+    """Boolean ink: Otsu's threshold, with the crop's border taken as background."""
     gray = crop if crop.ndim == 2 else cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY)
     _, binary = cv2.threshold(gray, 0, 1, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
     border = np.concatenate([binary[0], binary[-1], binary[:, 0], binary[:, -1]])
-    ink = (binary != (1 if border.mean() >= 0.5 else 0)).astype(np.uint8)
+    return binary != (1 if border.mean() >= 0.5 else 0)
+
+
+def _ink(crop: np.ndarray) -> np.ndarray:
+    """The ink of a line's crop, less the blobs that touch the top or bottom edge without
+    reaching the middle of the line (the descenders and capitals of the lines above and
+    below)."""
+    ink = ink_mask(crop).astype(np.uint8)
     _, labels, stats, _ = cv2.connectedComponentsWithStats(ink, connectivity=8)
     h = ink.shape[0]
     b0, b1 = _band(h)
