@@ -788,7 +788,7 @@ def _emitted_metric(capsys, monkeypatch, status: int, headers: list) -> dict:
     """The EMF line RequestLogMiddleware prints for one response, as Lambda would see it."""
     import asyncio
 
-    from edgeocr.observability import RequestLogMiddleware
+    from edgeocr.http.request_log import RequestLogMiddleware
 
     async def app(scope, receive, send):
         await send({"type": "http.response.start", "status": status, "headers": headers})

@@ -36,7 +36,7 @@ from .. import __version__
 from ..errors import InputError, TooLarge, UnsupportedFormat
 from ..keys import upload_key
 from ..local_worker import LocalWorker
-from ..observability import RequestLogMiddleware, logger
+from ..observability import logger
 from ..service import RETRYABLE_FAILURES, Answer, OcrService, Pending, StoredFailure
 from ..settings import Settings
 from ..store import NO_STORE, LocalStore, ResultStore, S3Store, StoredObject, StoreError
@@ -44,6 +44,7 @@ from ..wiring import build_service
 from ..worker import Worker
 from .origin_verify import DEFAULT_HEADER as ORIGIN_HEADER
 from .origin_verify import OriginVerify
+from .request_log import RequestLogMiddleware
 from .site import mount_site
 from .tokens import UploadSigner
 
