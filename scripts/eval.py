@@ -15,10 +15,11 @@ installed, else those items are skipped; ``--psm 7`` on line items). Each engine
 is run once untimed (RapidOCR loads its models lazily); the seconds are then the wall time of
 one engine call, decoding included, Tesseract's including its process start.
 
-Turned word crops: every ``en_words_ic15`` item is also read turned 90°, 180° and 270°
-(categories ``en_words_ic15_rot90`` …, the same GT, the crop losslessly turned into a
-temporary PNG), since a word on a vertical sign or a box's spine is cropped that way.
-``--no-turned`` leaves them out.
+Turned sets: every ``en_words_ic15`` item is also read turned 90°, 180° and 270° (categories
+``en_words_ic15_rot90`` …, the same GT, the crop losslessly turned into a temporary PNG),
+since a word on a vertical sign or a box's spine is cropped that way; every
+``en_scene_ic15`` item turned 90° and 270° (a photo shot on its side), its ignored regions
+turned with it. ``--no-turned`` leaves them out.
 
 Scoring lives in ``scoring.py``: what is normalised, how categories are aggregated, and why.
 Errors (an engine raising on an image) count as empty output and are reported.
@@ -266,22 +267,31 @@ def load_items(manifest: Path, categories: set[str] | None, limit: int | None) -
     return items
 
 
-TURNED_FROM = "en_words_ic15"
+# Turned sets: word crops (a word on a vertical sign, a box's spine) every quarter; scenes
+# (a photo shot on its side, no EXIF to say so) a quarter either way.
+TURNED_FROM = {"en_words_ic15": (1, 2, 3), "en_scene_ic15": (1, 3)}
 
 
 def turned_items(items: list[Item], folder: Path) -> list[Item]:
-    """Each word crop turned clockwise by 90°, 180° and 270°: new items, same GT."""
+    """Items turned clockwise by a quarter turn or more: new items, same GT, their ignored
+    regions turned with them."""
     import cv2
     import numpy as np
 
+    from edgeocr.ocr.geometry import rotate_points
+
     out = []
-    for k in (1, 2, 3):
-        for item in (it for it in items if it.category == TURNED_FROM):
-            img = cv2.imread(str(item.path), cv2.IMREAD_UNCHANGED)
-            path = folder / f"{item.id}_rot{90 * k}.png"
-            cv2.imwrite(str(path), np.ascontiguousarray(np.rot90(img, -k)))
-            out.append(Item(f"{item.id}@rot{90 * k}", path, item.kind, item.lang,
-                            f"{TURNED_FROM}_rot{90 * k}", item.text, []))
+    for category, turns in TURNED_FROM.items():
+        for k in turns:
+            for item in (it for it in items if it.category == category):
+                img = cv2.imread(str(item.path), cv2.IMREAD_UNCHANGED)
+                h, w = img.shape[:2]
+                path = folder / f"{item.id}_rot{90 * k}.png"
+                cv2.imwrite(str(path), np.ascontiguousarray(np.rot90(img, -k)))
+                ignore = [rotate_points(np.array(scoring.polygon(b), dtype=np.float32), k, w,
+                                        h).tolist() for b in item.ignore_boxes]
+                out.append(Item(f"{item.id}@rot{90 * k}", path, item.kind, item.lang,
+                                f"{category}_rot{90 * k}", item.text, ignore))
     return out
 
 
@@ -401,7 +411,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                     help="ONNX Runtime intra-op threads for ours and RapidOCR (OCR_THREADS)")
     ap.add_argument("--json", type=Path, help="write numbers and per-item predictions here")
     ap.add_argument("--no-turned", action="store_true",
-                    help=f"leave out the {TURNED_FROM} crops turned 90°/180°/270°")
+                    help="leave out the turned word crops and scenes")
     ap.add_argument("--rescore", type=Path, metavar="JSON",
                     help="score the predictions saved by an earlier --json run, run no engine")
     return ap.parse_args(argv)

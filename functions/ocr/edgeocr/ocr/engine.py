@@ -10,6 +10,9 @@ Decisions the engine makes from evidence it already has (no extra model):
   upside-down page keeps its boxes (turned with it), so it is detected once;
 - lines: only the lines recognition is unsure of are classified, and those the classifier
   calls upside down are read both ways (a label stuck on upside down);
+- sparse pages: DB finds little of text running up or down a photo (a sign shot on its
+  side), too little to tell the page is turned; a page that reads as fewer than about two
+  words is also read turned a quarter, and the clearly more confident reading wins;
 - vertical CJK columns: when lines run vertically, the tallest few are also read as columns
   (their characters cut apart and laid in a row, ``columns``); if that reads about as
   surely as the page turned either way or better, the page is columns, read right to left;
@@ -65,6 +68,8 @@ _SHORT = 1.0  # readings of a few characters are discounted by 1 - exp(-n / _SHO
 _CONTRAST = 3.0  # grey-level standard deviation of an image with something visible on it
 _SMALL_PAGE = 400  # px, longer side: a small image ...
 _FEW_BOXES = 3  # ... with this many boxes or fewer is also read whole (one word, cut up)
+_SPARSE_CHARS = 12  # a page read as fewer characters (about two words) is also read turned
+_TURN_MARGIN_PAGE = 0.05  # ... a quarter, and that reading must be this much more sure to win
 
 
 @dataclass(frozen=True)
@@ -143,6 +148,12 @@ class Engine:
         if mode == "line" or (mode == "auto" and _is_tight(img, boxes)):
             return self._read_tight(img, info, clock)
         page = self._read_page(img, boxes, info, clock)
+        if page.rotation in (0, 180) and _chars(page) < _SPARSE_CHARS:
+            # DB finds little of text running up or down a photo (a poster, a sign, shot on
+            # its side): a page that reads almost nothing is read turned a quarter too
+            turned = self._read_page(img, [], info, clock, turns=1)
+            if _output_score(turned) > _output_score(page) + _TURN_MARGIN_PAGE:
+                page = turned
         if mode == "auto" and max(h, w) <= _SMALL_PAGE and len(boxes) <= _FEW_BOXES:
             # A small image with a few boxes may still be one word, cut up by the detector
             # (a vertical "BAG" as "BA" over "G"): read it whole too, and keep the better.
@@ -152,14 +163,16 @@ class Engine:
         return page
 
     def _read_page(self, img: np.ndarray, boxes: list[np.ndarray], info: ImageInfo,
-                   clock: _Clock) -> OcrOutput:
-        """Lines found by the detector, oriented, read and put in reading order."""
+                   clock: _Clock, turns: int | None = None) -> OcrOutput:
+        """Lines found by the detector, oriented, read and put in reading order; ``turns``
+        forces the page's quarter turns (detecting again), else its boxes decide."""
         h, w = img.shape[:2]
         # Lines running vertically: try the page turned 90° clockwise (detecting again, on
         # the turned page, is what makes a turned page read as well as an upright one).
-        turns = 1 if _is_sideways(boxes) else 0
-        if turns and self._columns_upright(img, boxes, clock):
-            return self._read_columns(img, boxes, info, clock)
+        if turns is None:
+            turns = 1 if _is_sideways(boxes) else 0
+            if turns and self._columns_upright(img, boxes, clock):
+                return self._read_columns(img, boxes, info, clock)
         upright = rotate_image(img, turns)
         if turns:
             boxes = [d.box for d in self.detector(upright)]
@@ -338,11 +351,15 @@ def _tight_score(r: Recognition) -> float:
 
 def _output_score(out: OcrOutput) -> float:
     """The same measure over all the lines of a reading, as if they were one."""
-    n = sum(len(line.text.replace(" ", "")) for line in out.lines)
+    n = _chars(out)
     if not n:
         return 0.0
     conf = sum(line.confidence * len(line.text.replace(" ", "")) for line in out.lines) / n
     return conf * (1.0 - math.exp(-n / _SHORT))
+
+
+def _chars(out: OcrOutput) -> int:
+    return sum(len(line.text.replace(" ", "")) for line in out.lines)
 
 
 def _visible(img: np.ndarray) -> bool:
