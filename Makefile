@@ -135,8 +135,9 @@ invoke: setup
 	@$(PY) scripts/invoke.py --build-dir $(SAM_BUILD_DIR) -e $(EVENT) $(INVOKE_ARGS)
 
 # --- robustness (issue 5) ---------------------------------------------------------------------
-# make fuzz: tests/test_fuzz.py under hypothesis's `long` profile (3 x 5,000 body cases and 2 x 6,000 document cases; fresh
-# randomness; failures are kept in .hypothesis/ and replayed first). `make test` runs the
+# make fuzz: tests/test_fuzz.py under hypothesis's `long` profile (3 x 5,000 body cases and
+# 2 x 6,000 document cases; fresh randomness; failures are kept in .hypothesis/ and replayed
+# first). `make test` runs the
 # bounded, derandomized `ci` profile.
 # make load [LOAD_ARGS="--concurrency 8 --duration 30 --hit-ratio 0.5 --url URL"]: a bounded
 # loopback load test; without --url it starts `edgeocr serve` itself on a free port.

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .recognize import Char, Recognition
-from .words import WordSpan, ink_mask, split_words
+from .words import WordSpan, ink_mask, runs, split_words
 
 _MERGE = 1.15  # pieces are joined while the character stays within this many widths tall
 _GAP = 0.25  # background between characters laid in a row, in character widths
@@ -37,16 +37,12 @@ def restack(column: np.ndarray) -> tuple[np.ndarray, list[Cell]]:
     ink = ink_mask(column)
     inked_cols = np.flatnonzero(ink.any(axis=0))
     size = max(int(inked_cols[-1] - inked_cols[0] + 1) if inked_cols.size else w, 1)
-    rows = np.flatnonzero(ink.any(axis=1))
     pieces: list[list[int]] = []
-    if rows.size:
-        breaks = np.flatnonzero(np.diff(rows) > 1)
-        for a, b in zip(np.r_[rows[0], rows[breaks + 1]], np.r_[rows[breaks], rows[-1]] + 1,
-                        strict=True):
-            if pieces and b - pieces[-1][0] <= _MERGE * size:
-                pieces[-1][1] = int(b)
-            else:
-                pieces.append([int(a), int(b)])
+    for a, b in runs(ink.any(axis=1)):
+        if pieces and b - pieces[-1][0] <= _MERGE * size:
+            pieces[-1][1] = b
+        else:
+            pieces.append([a, b])
     if not pieces:
         return column, [Cell(0, h, 0, w)]
     background = np.median(column[_border(h, w)], axis=0).astype(column.dtype)

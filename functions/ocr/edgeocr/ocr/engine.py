@@ -346,16 +346,18 @@ def _tight_score(r: Recognition) -> float:
     """Confidence, discounted for very short readings: text turned the wrong way is often
     read as one confident stray glyph (a CJK character, an "l"), rarely as a word."""
     n = sum(1 for c in r.chars if not c.text.isspace())
-    return r.confidence * (1.0 - math.exp(-n / _SHORT))
+    return _discounted(r.confidence, n)
 
 
 def _output_score(out: OcrOutput) -> float:
     """The same measure over all the lines of a reading, as if they were one."""
     n = _chars(out)
-    if not n:
-        return 0.0
-    conf = sum(line.confidence * len(line.text.replace(" ", "")) for line in out.lines) / n
-    return conf * (1.0 - math.exp(-n / _SHORT))
+    conf = sum(line.confidence * len(line.text.replace(" ", "")) for line in out.lines)
+    return _discounted(conf / n, n) if n else 0.0
+
+
+def _discounted(confidence: float, n: int) -> float:
+    return confidence * (1.0 - math.exp(-n / _SHORT))
 
 
 def _chars(out: OcrOutput) -> int:

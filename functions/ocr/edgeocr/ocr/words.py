@@ -41,13 +41,13 @@ def words(crop: np.ndarray, reading: Recognition) -> list[WordSpan]:
         return []
     h, w = crop.shape[:2]
     ink = _ink(crop)
-    runs = _column_runs(ink)
+    columns = runs(ink.any(axis=0))
     spans = [(g[0].x0, g[-1].x1) for g in groups]
     out = []
     for k, group in enumerate(groups):
         left = 0.0 if k == 0 else (spans[k - 1][1] + spans[k][0]) / 2
         right = float(w) if k == len(groups) - 1 else (spans[k][1] + spans[k + 1][0]) / 2
-        box = _ink_box(ink, runs, left, right) or (
+        box = _ink_box(ink, columns, left, right) or (
             max(spans[k][0], 0.0), 0.0, min(spans[k][1], float(w)), float(h))
         out.append(WordSpan("".join(c.text for c in group),
                             round(sum(c.prob for c in group) / len(group), 4), box))
@@ -112,22 +112,23 @@ def _band(h: int) -> tuple[int, int]:
     return b0, max(int(np.ceil(h * _BAND[1])), b0 + 1)
 
 
-def _column_runs(ink: np.ndarray) -> list[tuple[int, int]]:
-    """Runs ``[start, end)`` of columns with ink."""
-    cols = np.flatnonzero(ink.any(axis=0))
-    if cols.size == 0:
+def runs(inked: np.ndarray) -> list[tuple[int, int]]:
+    """Runs ``[start, end)`` of True in a 1-D mask (the inked columns or rows of a crop)."""
+    at = np.flatnonzero(inked)
+    if at.size == 0:
         return []
-    breaks = np.flatnonzero(np.diff(cols) > 1)
-    starts = np.r_[cols[0], cols[breaks + 1]]
-    ends = np.r_[cols[breaks], cols[-1]] + 1
+    breaks = np.flatnonzero(np.diff(at) > 1)
+    starts = np.r_[at[0], at[breaks + 1]]
+    ends = np.r_[at[breaks], at[-1]] + 1
     return list(zip(starts.tolist(), ends.tolist(), strict=True))
 
 
-def _ink_box(ink: np.ndarray, runs: list[tuple[int, int]], left: float,
+def _ink_box(ink: np.ndarray, columns: list[tuple[int, int]], left: float,
              right: float) -> tuple[float, float, float, float] | None:
-    """The ink of the runs centred between ``left`` and ``right``: the word's glyphs, broken
-    print included, and none of a neighbour's glyph that crosses the half-way point."""
-    mine = [(a, b) for a, b in runs if left <= (a + b) / 2 < right]
+    """The ink of the runs of inked columns centred between ``left`` and ``right``: the
+    word's glyphs, broken print included, and none of a neighbour's glyph that crosses the
+    half-way point."""
+    mine = [(a, b) for a, b in columns if left <= (a + b) / 2 < right]
     if not mine:
         return None
     x0, x1 = mine[0][0], mine[-1][1]
