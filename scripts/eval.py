@@ -427,22 +427,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"note: no category {missing!r} in {args.manifest}", file=sys.stderr)
     names = [n.strip() for n in args.engines.split(",") if n.strip()]
     scratch = tempfile.TemporaryDirectory(prefix="edgeocr-eval-")
-    if not args.no_turned and not args.rescore:
+    # a rescore scores the saved run's turned items too, whatever the flag says
+    if args.rescore or not args.no_turned:
         items += turned_items(items, Path(scratch.name))
     if args.rescore:
         saved = json.loads(args.rescore.read_text(encoding="utf-8"))
         records = [r for r in saved["items"] if r["engine"] in names]
     else:
         records = evaluate(items, make_runners(names, args.threads), tty=sys.stderr.isatty())
-    if args.rescore:  # the turned items of the saved run, by id, whatever the flag says
-        known = {it.id for it in items}
-        base = {it.id: it for it in items}
-        for r in records:
-            if r["id"] not in known and "@rot" in r["id"]:
-                src = base[r["id"].split("@")[0]]
-                items.append(Item(r["id"], src.path, src.kind, src.lang, r["category"],
-                                  src.text, []))
-                known.add(r["id"])
     cells = tabulate(items, records)
     scratch.cleanup()
 
